@@ -1,0 +1,175 @@
+"""Self-supervised training data: triplets from high-resolution stacks, split, crops, augmentation.
+
+A *volume* is one (Z, Y, X) array: a stack, or one time point / channel of a larger one. A
+*triplet* ``(volume, n1, n2, n3)`` uses slices n1 and n3 as input and n2 as ground truth at the
+relative position ``z = (n2 - n1) / (n3 - n1)``. Samples are cut from the volumes in memory (or
+memory-mapped) on the fly; nothing is cached to disk.
+
+Randomness is drawn from ``numpy.random.default_rng((seed, step, rank))``: batch ``step`` is the
+same whether a run was interrupted and resumed or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import DataConfig
+
+Triplet = tuple[int, int, int, int]  # (volume index, n1, n2, n3)
+
+
+def midpoint_triplets(n_slices: int) -> list[tuple[int, int, int]]:
+    """ZAugNet triplets ``(i, i + 1, i + 2)`` of a stack with ``n_slices`` slices."""
+    return [(i, i + 1, i + 2) for i in range(n_slices - 2)]
+
+
+def window_triplets(n_slices: int, window: int = 7) -> list[tuple[int, int, int]]:
+    """ZAugNet+ triplets: every ``n1 < n2 < n3`` with ``n3 - n1 <= window``."""
+    return [(n1, n2, n3)
+            for n1 in range(n_slices)
+            for n3 in range(n1 + 2, min(n1 + window, n_slices - 1) + 1)
+            for n2 in range(n1 + 1, n3)]
+
+
+def triplets_for(n_slices: int, variant: str, window: int = 7) -> list[tuple[int, int, int]]:
+    """The triplets a ``variant`` (``zaugnet`` or ``zaugnet+``) trains on."""
+    return midpoint_triplets(n_slices) if variant == "zaugnet" else window_triplets(n_slices, window)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which z-range of which volume is for training and which for validation."""
+
+    train: list[tuple[int, int, int]]  # (volume index, z start, z stop)
+    val: list[tuple[int, int, int]]
+
+
+def split_volumes(n_slices: Sequence[int], val_fraction: float, seed: int = 0) -> Split:
+    """Split by volume, never by triplet, so no slice is in both sets.
+
+    With several volumes, ``round(val_fraction * n)`` of them (at least one, and at least one left
+    for training) are held out, chosen at random with ``seed``. With a single volume, its last
+    contiguous block of ``ceil(val_fraction * Z)`` slices (at least 3) is held out. ``val_fraction``
+    0 or a single volume too short to split gives an empty validation set.
+    """
+    n = len(n_slices)
+    if val_fraction <= 0 or n == 0:
+        return Split([(i, 0, z) for i, z in enumerate(n_slices)], [])
+    if n == 1:
+        z = n_slices[0]
+        n_val = max(3, int(np.ceil(val_fraction * z)))
+        if z - n_val < 3:
+            return Split([(0, 0, z)], [])
+        return Split([(0, 0, z - n_val)], [(0, z - n_val, z)])
+    n_val = min(max(1, round(val_fraction * n)), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    val = sorted(int(i) for i in order[:n_val])
+    return Split([(i, 0, z) for i, z in enumerate(n_slices) if i not in val],
+                 [(i, 0, n_slices[i]) for i in val])
+
+
+def collect_triplets(blocks: Sequence[tuple[int, int, int]], variant: str, window: int) -> list[Triplet]:
+    """All triplets inside the given ``(volume, z start, z stop)`` blocks."""
+    return [(v, a + n1, a + n2, a + n3) for v, a, b in blocks for n1, n2, n3 in triplets_for(b - a, variant, window)]
+
+
+def normalize_pair(pair: np.ndarray, mode: str = "minmax", percentiles: tuple[float, float] = (0.1, 99.9),
+                   ) -> tuple[float, float]:
+    """Joint intensity range ``(low, scale)`` of the input slices: ``(x - low) / scale`` maps them to ~[0, 1].
+
+    ``minmax`` uses the joint minimum and maximum, ``percentile`` the given joint percentiles
+    (robust to hot pixels). ``scale`` is never zero.
+    """
+    data = np.asarray(pair, dtype=np.float32)
+    if mode == "minmax":
+        lo, hi = float(data.min()), float(data.max())
+    else:
+        lo, hi = (float(v) for v in np.percentile(data, percentiles))
+    return lo, max(hi - lo, 1e-6 * max(abs(hi), 1.0), 1e-12)
+
+
+def dpm_plane(z: float, shape: tuple[int, int]) -> np.ndarray:
+    """The digital propagation matrix: a constant plane holding the relative position ``z``."""
+    return np.full(shape, z, dtype=np.float32)
+
+
+class TripletSampler:
+    """Makes training batches and a fixed validation set from volumes and triplets.
+
+    Parameters
+    ----------
+    volumes
+        The (Z, Y, X) arrays (any real dtype, in memory or memory-mapped).
+    variant
+        ``zaugnet`` (input ``[slice_0, slice_1]``) or ``zaugnet+`` (adds the DPM channel).
+    cfg
+        Crop size, augmentation and normalisation settings.
+    """
+
+    def __init__(self, volumes: Sequence[np.ndarray], variant: str, cfg: DataConfig) -> None:
+        self.volumes = volumes
+        self.with_dpm = variant == "zaugnet+"
+        self.cfg = cfg
+        self.crop = min([cfg.crop_size] + [min(v.shape[1:]) for v in volumes])
+
+    def sample(self, triplet: Triplet, rng: np.random.Generator | None, crop: int | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """One ``(input (C, H, W), target (1, H, W))`` sample; random crop and augmentation when ``rng`` is given."""
+        v, n1, n2, n3 = triplet
+        vol = self.volumes[v]
+        crop = crop or self.crop
+        h, w = vol.shape[1:]
+        ch, cw = min(crop, h), min(crop, w)
+        if rng is None:
+            y0, x0 = (h - ch) // 2, (w - cw) // 2
+        else:
+            y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        slices = np.stack([vol[n, y0:y0 + ch, x0:x0 + cw] for n in (n1, n3, n2)]).astype(np.float32)
+        lo, scale = normalize_pair(slices[:2], self.cfg.normalization, self.cfg.percentiles)
+        slices = (slices - lo) / scale
+        z = (n2 - n1) / (n3 - n1)
+        if rng is not None and self.cfg.augment:
+            slices, z = self._augment(slices, z, rng)
+        inputs = [slices[0], slices[1]]
+        if self.with_dpm:
+            inputs.append(dpm_plane(z, slices.shape[1:]))
+        return np.stack(inputs), slices[2:3].copy()
+
+    def _augment(self, s: np.ndarray, z: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """The same contrast/brightness jitter, 90-degree rotation and flip on all three slices; random order swap."""
+        cfg = self.cfg
+        if rng.random() < cfg.p_jitter:
+            mean = s[:2].mean()
+            s = (s - mean) * rng.uniform(*cfg.contrast) + mean
+        if rng.random() < cfg.p_jitter:
+            s = s * rng.uniform(*cfg.brightness)
+        s = np.rot90(s, k=int(rng.integers(4)), axes=(1, 2))
+        if rng.random() < 0.5:
+            s = s[:, :, ::-1]
+        if rng.random() < 0.5:  # swap slice order: the target now sits at 1 - z
+            s = s[[1, 0, 2]]
+            z = 1.0 - z
+        return np.ascontiguousarray(s, dtype=np.float32), z
+
+    def batch(self, triplets: Sequence[Triplet], batch_size: int, seed: int, step: int, rank: int = 0,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training batch number ``step``: random triplets, crops and augmentation, reproducible by ``(seed, step, rank)``."""
+        rng = np.random.default_rng((seed, step, rank))
+        picks = rng.integers(0, len(triplets), size=batch_size)
+        pairs = [self.sample(triplets[int(i)], rng) for i in picks]
+        return (torch.from_numpy(np.stack([p[0] for p in pairs])),
+                torch.from_numpy(np.stack([p[1] for p in pairs])))
+
+    def fixed(self, triplets: Sequence[Triplet], max_samples: int, crop: int | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A deterministic validation set: centre crops of up to ``max_samples`` evenly spread triplets."""
+        if not triplets:
+            raise ValueError("no validation triplets")
+        idx = np.unique(np.linspace(0, len(triplets) - 1, min(max_samples, len(triplets))).round().astype(int))
+        pairs = [self.sample(triplets[int(i)], None, crop) for i in idx]
+        return (torch.from_numpy(np.stack([p[0] for p in pairs])),
+                torch.from_numpy(np.stack([p[1] for p in pairs])))

@@ -1,0 +1,290 @@
+"""The training loop: student + teacher (+ WGAN-GP critic), checkpoints, exact resume, validation, DDP.
+
+Launch on several GPUs (or CPU processes) with ``torchrun --nproc-per-node N -m zaugnet train ...``:
+each process samples its own batches (seeded by rank), gradients are averaged by
+DistributedDataParallel, and only rank 0 writes files. Saved state dicts never carry ``module.``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from . import __version__
+from .atomic import atomic_path
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, save_yaml
+from .data import Split, TripletSampler, collect_triplets, split_volumes
+from .errors import InputError
+from .figures import plot_training_curves
+from .io import find_stacks, iter_volumes, read_stack
+from .losses import LaplacianLoss, critic_loss
+from .metrics import psnr, ssim
+from .nets import SIZE_MULTIPLE, Critic, Generator
+
+FINAL = "final.pt"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class TrainingData:
+    """Volumes (Z, Y, X) with names, ready to be split into triplets."""
+
+    names: list[str]
+    volumes: list[np.ndarray]
+
+
+def load_training_data(paths: Sequence[str | Path], axes: str | None = None) -> TrainingData:
+    """Read every stack (files or folders of TIFFs) and split time points / channels into volumes.
+
+    Everything is validated before training starts, so a bad file stops the run before anything is written.
+    """
+    names: list[str] = []
+    volumes: list[np.ndarray] = []
+    for path in find_stacks(paths):
+        stack = read_stack(path, axes=axes, mmap=True)
+        for label, vol in iter_volumes(stack):
+            if min(vol.shape[1:]) < SIZE_MULTIPLE:
+                raise InputError(path, f"slices of {vol.shape[1]} x {vol.shape[2]} pixels are too small to "
+                                       f"train on (at least {SIZE_MULTIPLE} x {SIZE_MULTIPLE})")
+            names.append(f"{path.name}{':' + label if label else ''}")
+            volumes.append(vol)
+    return TrainingData(names, volumes)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def _pick_device(spec: str, local_rank: int) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda":
+        spec = f"cuda:{local_rank}"
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("train.device", f"{spec!r} requested but CUDA is not available")
+    return device
+
+
+class Trainer:
+    """Trains a ZAugNet / ZAugNet+ generator on self-supervised triplets.
+
+    Parameters
+    ----------
+    config
+        The validated run configuration.
+    data
+        Training volumes (from :func:`load_training_data`).
+    run_dir
+        Where ``config.yaml``, ``checkpoints/``, ``final.pt``, ``metrics.csv`` and ``training_curves.png`` go.
+    """
+
+    def __init__(self, config: Config, data: TrainingData, run_dir: str | Path) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = _pick_device(config.train.device, local_rank)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+        variant, tc, dc = config.net.variant, config.train, config.data
+        split: Split = split_volumes([v.shape[0] for v in data.volumes], dc.val_fraction, tc.seed)
+        self.train_triplets = collect_triplets(split.train, variant, dc.window)
+        self.val_triplets = collect_triplets(split.val, variant, dc.window)
+        if not self.train_triplets:
+            raise InputError("data", "no training triplets: the stacks need at least 3 z-slices outside validation")
+        self.sampler = TripletSampler(data.volumes, variant, dc)
+        self.val_set = (self.sampler.fixed(self.val_triplets, dc.val_max_samples) if self.val_triplets else None)
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_triplets) / (tc.batch_size * self.world)))
+
+        torch.manual_seed(tc.seed)
+        generator = Generator(config.net).to(self.device)
+        critic = Critic(config.net.critic_width).to(self.device) if tc.adversarial else None
+        self.opt_g = torch.optim.Adam(generator.parameters(), lr=tc.lr, betas=tc.betas)
+        self.opt_d = torch.optim.Adam(critic.parameters(), lr=tc.lr, betas=tc.betas) if critic else None
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            generator = DistributedDataParallel(generator, device_ids=ids)
+            critic = DistributedDataParallel(critic, device_ids=ids) if critic else None
+        self.generator, self.critic = generator, critic
+        self.lap = LaplacianLoss().to(self.device)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.data_names = data.names
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (plain tensors and data)."""
+        return {
+            "zaugnet_version": __version__,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "generator": _unwrap(self.generator).state_dict(),
+            "critic": _unwrap(self.critic).state_dict() if self.critic else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d else None,
+            "history": self.history,
+            "data": self.data_names,
+        }
+
+    def load_state(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by :meth:`state` with the same network configuration."""
+        state = load_checkpoint(path)
+        if state["config"]["net"] != self.config.net.model_dump(mode="json"):
+            raise InputError(path, "its network configuration differs from this run's")
+        _unwrap(self.generator).load_state_dict(state["generator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        if self.critic is not None:
+            if state.get("critic") is None:
+                raise InputError(path, "has no critic, but this run trains adversarially (train.lambda_adv > 0)")
+            _unwrap(self.critic).load_state_dict(state["critic"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint in the run directory, if any."""
+        final = self.run_dir / FINAL
+        ckpts = sorted((self.run_dir / CHECKPOINT_DIR).glob("step_*.pt"))
+        candidates = ([final] if final.exists() else []) + ckpts
+        return max(candidates, key=lambda p: load_checkpoint(p)["step"]) if candidates else None
+
+    # ------------------------------------------------------------------ steps
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.train.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self, x: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
+        """One batch: a critic update (adversarial mode), and a generator update every ``n_critic`` batches."""
+        tc = self.config.train
+        logs: dict[str, float] = {}
+        if self.critic is not None:
+            with torch.no_grad(), self._autocast():
+                fake = _unwrap(self.generator).student(x).float()
+            alpha_rng = torch.Generator().manual_seed(tc.seed * 1_000_003 + self.step * 101 + self.rank)
+            with self._autocast():
+                loss_d, wdist = critic_loss(self.critic, gt, fake, tc.lambda_gp, alpha_rng)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            logs.update(loss_d=float(loss_d), wasserstein=float(wdist))
+        if self.critic is None or (self.step + 1) % tc.n_critic == 0:
+            with self._autocast():
+                out = self.generator(x, gt)
+                rec = self.lap(out["student"].float(), gt)
+                rec_t = self.lap(out["teacher"].float(), gt)
+                loss = rec + rec_t + tc.lambda_distill * out["distill"].float()
+                if self.critic is not None:
+                    adv = -_unwrap(self.critic)(out["student"]).float().mean()
+                    loss = loss + tc.lambda_adv * adv
+                    logs["loss_adv"] = float(adv.detach())
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_g.step()
+            logs.update(loss_g=float(loss.detach()), loss_rec=float(rec.detach()), loss_teacher=float(rec_t.detach()),
+                        loss_distill=float(out["distill"].detach()))
+        return logs
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Laplacian loss, PSNR and SSIM of the student on the fixed validation set (normalised [0, 1] scale),
+        with linear interpolation of the pair as the baseline."""
+        if self.val_set is None:
+            return {}
+        x_all, gt_all = self.val_set
+        student = _unwrap(self.generator).student.eval()
+        preds = []
+        bs = self.config.train.batch_size
+        for i in range(0, len(x_all), bs):
+            with self._autocast():
+                preds.append(student(x_all[i:i + bs].to(self.device)).float().cpu())
+        student.train()
+        pred = torch.cat(preds)
+        z = x_all[:, 2:3] if x_all.shape[1] == 3 else torch.full_like(gt_all, 0.5)
+        linear = x_all[:, 0:1] * (1 - z) + x_all[:, 1:2] * z
+        gt = gt_all.numpy()[:, 0]
+        return {
+            "val_loss": float(self.lap(pred.to(self.device), gt_all.to(self.device))),
+            "val_psnr": float(np.mean([psnr(p, g) for p, g in zip(pred.numpy()[:, 0], gt)])),
+            "val_ssim": float(np.mean([ssim(p, g) for p, g in zip(pred.numpy()[:, 0], gt)])),
+            "val_psnr_linear": float(np.mean([psnr(p, g) for p, g in zip(linear.numpy()[:, 0], gt)])),
+        }
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: str | Path | None = None, progress: bool = True) -> Path:
+        """Train up to ``train.max_steps``; returns the path of ``final.pt``.
+
+        ``resume`` is a checkpoint to continue from (the run then continues exactly as if uninterrupted).
+        """
+        tc = self.config.train
+        if resume is not None:
+            self.load_state(resume)
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml(self.config, self.run_dir / "config.yaml")
+        val_every = tc.val_every or self.steps_per_epoch
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        t0 = time.perf_counter()
+        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not progress or self.rank != 0,
+                   desc="train", unit="step", dynamic_ncols=True)
+        self.generator.train()
+        while self.step < tc.max_steps:
+            x, gt = self.sampler.batch(self.train_triplets, tc.batch_size, tc.seed, self.step, self.rank)
+            logs = self.train_step(x.to(self.device), gt.to(self.device))
+            self.step += 1
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+            bar.update(1)
+            if "loss_g" in logs:
+                bar.set_postfix(loss=f"{logs['loss_g']:.4f}")
+            last = self.step == tc.max_steps
+            if self.step % val_every == 0 or last:
+                row = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
+                       "seconds": time.perf_counter() - t0}
+                row.update({k: sums[k] / counts[k] for k in sums})
+                row.update(self.validate())
+                self.history.append(row)
+                sums, counts = {}, {}
+                if self.rank == 0:
+                    self._write_metrics()
+            if self.rank == 0 and (self.step % tc.checkpoint_every == 0 and not last):
+                save_checkpoint(self.run_dir / CHECKPOINT_DIR / f"step_{self.step:08d}.pt", self.state())
+        bar.close()
+        final = self.run_dir / FINAL
+        if self.rank == 0:
+            save_checkpoint(final, self.state())
+        if self.world > 1:
+            dist.barrier()
+        return final
+
+    def _write_metrics(self) -> None:
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+        with atomic_path(self.run_dir / "metrics.csv") as tmp, tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        plot_training_curves(self.history, self.run_dir / "training_curves.png")
