@@ -107,14 +107,18 @@ class TripletSampler:
     variant
         ``zaugnet`` (input ``[slice_0, slice_1]``) or ``zaugnet+`` (adds the DPM channel).
     cfg
-        Crop size, augmentation and normalisation settings.
+        Crop size, augmentation and normalisation settings. The crop is the largest multiple of 16
+        not above ``cfg.crop_size`` and the smallest volume's Y and X.
     """
 
     def __init__(self, volumes: Sequence[np.ndarray], variant: str, cfg: DataConfig) -> None:
         self.volumes = volumes
         self.with_dpm = variant == "zaugnet+"
         self.cfg = cfg
-        self.crop = min([cfg.crop_size] + [min(v.shape[1:]) for v in volumes])
+        # square crops whose side is a multiple of 16 (the networks' training forward needs it)
+        self.crop = min([cfg.crop_size] + [min(v.shape[1:]) for v in volumes]) // 16 * 16
+        if self.crop < 16:
+            raise ValueError("volumes must be at least 16 x 16 pixels")
 
     def sample(self, triplet: Triplet, rng: np.random.Generator | None, crop: int | None = None,
                ) -> tuple[np.ndarray, np.ndarray]:

@@ -288,8 +288,9 @@ def distillation_loss(flows: list[Tensor], blends: list[Tensor], flow_t: Tensor,
 class Critic(nn.Module):
     """WGAN-GP critic: 6 stride-2 4x4 convs (LeakyReLU 0.2) and a final 4x4 conv, no bias, no normalisation.
 
-    Sees one slice (never the DPM). Any crop size works: a feature map smaller than 4x4 before the
-    last conv is zero-padded to 4x4, and the score is the mean of the output map per sample.
+    Sees one slice (never the DPM). Any crop size works: inputs smaller than 64 x 64 are
+    replicate-padded to 64, a feature map smaller than 4 x 4 before the last conv is zero-padded to
+    4 x 4, and the score is the mean of the output map per sample.
     """
 
     def __init__(self, width: int = 32) -> None:
@@ -303,6 +304,9 @@ class Critic(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Return one score per sample, shape ``(B,)``."""
+        ph, pw = max(0, 64 - x.shape[2]), max(0, 64 - x.shape[3])
+        if ph or pw:
+            x = F.pad(x, [0, pw, 0, ph], mode="replicate")
         f = self.features(x)
         ph, pw = max(0, 4 - f.shape[2]), max(0, 4 - f.shape[3])
         if ph or pw:

@@ -129,6 +129,7 @@ class Trainer:
         self.lap = LaplacianLoss().to(self.device)
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.pending: dict[str, list[float]] = {}  # per-step logs since the last history row: name -> [sum, count]
         self.data_names = data.names
 
     # ------------------------------------------------------------------ state
@@ -143,6 +144,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict() if self.opt_d else None,
             "history": self.history,
+            "pending": self.pending,
             "data": self.data_names,
         }
 
@@ -160,6 +162,7 @@ class Trainer:
             self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
+        self.pending = dict(state.get("pending", {}))
 
     def latest_checkpoint(self) -> Path | None:
         """The newest checkpoint in the run directory, if any."""
@@ -187,7 +190,7 @@ class Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
-            logs.update(loss_d=float(loss_d), wasserstein=float(wdist))
+            logs.update(loss_d=float(loss_d.detach()), wasserstein=float(wdist))
         if self.critic is None or (self.step + 1) % tc.n_critic == 0:
             with self._autocast():
                 out = self.generator(x, gt)
@@ -243,8 +246,6 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_yaml(self.config, self.run_dir / "config.yaml")
         val_every = tc.val_every or self.steps_per_epoch
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
         t0 = time.perf_counter()
         bar = tqdm(total=tc.max_steps, initial=self.step, disable=not progress or self.rank != 0,
                    desc="train", unit="step", dynamic_ncols=True)
@@ -254,8 +255,8 @@ class Trainer:
             logs = self.train_step(x.to(self.device), gt.to(self.device))
             self.step += 1
             for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
+                total, count = self.pending.get(k, [0.0, 0])
+                self.pending[k] = [total + v, count + 1]
             bar.update(1)
             if "loss_g" in logs:
                 bar.set_postfix(loss=f"{logs['loss_g']:.4f}")
@@ -263,10 +264,10 @@ class Trainer:
             if self.step % val_every == 0 or last:
                 row = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
                        "seconds": time.perf_counter() - t0}
-                row.update({k: sums[k] / counts[k] for k in sums})
+                row.update({k: total / count for k, (total, count) in self.pending.items()})
                 row.update(self.validate())
                 self.history.append(row)
-                sums, counts = {}, {}
+                self.pending = {}
                 if self.rank == 0:
                     self._write_metrics()
             if self.rank == 0 and (self.step % tc.checkpoint_every == 0 and not last):

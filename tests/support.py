@@ -1,0 +1,37 @@
+"""Constants and helpers shared by the tests (importable as ``support``; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zaugnet.training.config import Config, build_config
+
+#: Real stacks beside the checkout (../shared/data); tests that need them skip when absent.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+#: A network small enough that a training step takes milliseconds on a CPU.
+TINY = {
+    "preset": "small",
+    "net": {"block_widths": [16, 12, 8], "teacher_width": 8, "trunk_depth": 1, "context_width": 2,
+            "unet_width": 2, "critic_width": 4},
+    "data": {"crop_size": 32, "val_max_samples": 8},
+    "train": {"batch_size": 2, "max_steps": 4, "checkpoint_every": 2},
+}
+
+#: The same as ``zaugnet train --set`` options.
+TINY_SET = [
+    "net.block_widths=[16,12,8]", "net.teacher_width=8", "net.trunk_depth=1", "net.context_width=2",
+    "net.unet_width=2", "net.critic_width=4", "data.crop_size=32", "data.val_max_samples=8",
+    "train.batch_size=2", "train.checkpoint_every=2",
+]
+
+
+def tiny_config(variant: str = "zaugnet", **train: object) -> Config:
+    """The tiny test network with optional ``train`` overrides."""
+    return build_config(TINY, {"net": {"variant": variant}, "train": dict(train)})
+
+
+
+def listing(folder: Path) -> list[str]:
+    """Every path under ``folder`` (to check that nothing was written)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
