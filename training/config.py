@@ -89,7 +89,7 @@ class TrainConfig(_Strict):
     seed: int = 0
     checkpoint_every: int = Field(1000, ge=1)
     val_every: int | None = Field(None, ge=1, description="steps between validations (default: once per epoch)")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N")
     amp: bool = Field(True, description="bfloat16 autocast on CUDA; ignored on CPU")
     num_workers: int = Field(0, ge=0)
 
@@ -140,12 +140,18 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise InputError("--set", f"expected KEY=VALUE (e.g. train.lr=3e-4), got {text!r}")
     key, value = text.split("=", 1)
-    node: dict[str, Any] = {}
     parts = key.strip().split(".")
+    if not all(parts):
+        raise InputError("--set", f"expected KEY=VALUE with a key such as train.lr, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise InputError(f"--set {key}", f"cannot read the value {value!r}") from None
+    node: dict[str, Any] = {}
     cursor = node
     for part in parts[:-1]:
         cursor = cursor.setdefault(part, {})
-    cursor[parts[-1]] = yaml.safe_load(value)
+    cursor[parts[-1]] = parsed
     return node
 
 
@@ -169,10 +175,8 @@ def build_config(*layers: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(merged)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "config"
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise InputError(f"{source}: {field}", problems) from None
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in err.errors())
+        raise InputError(source, problems) from None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

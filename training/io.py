@@ -7,9 +7,11 @@ Stacks are always returned with their axes in the canonical order, a subsequence
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
@@ -112,10 +114,12 @@ def read_stack(path: str | Path, axes: str | None = None, *, mmap: bool = False)
     if path.is_dir():
         raise InputError(path, "is a directory, not a TIFF file")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_log() as log, tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise InputError(path, "not a readable TIFF file (it contains no images)")
             series = tif.series[0]
+            if any("failed to reshape" in msg or "invalid page offset" in msg for msg in log):
+                raise InputError(path, f"not a readable TIFF file (truncated or corrupted: {log[0]})")
             _check_complete(path, tif, series)
             _check_dtype(path, series.dtype, READABLE_DTYPES)
             file_axes = _file_axes(path, series.axes, series.shape, axes)
@@ -249,6 +253,26 @@ def find_stacks(paths: Sequence[str | Path]) -> list[Path]:
 
 
 # --- reading helpers ------------------------------------------------------------------------
+
+
+@contextmanager
+def _tifffile_log() -> Iterator[list[str]]:
+    """Collect what tifffile logs while reading (instead of printing it) so damage is reported once, clearly."""
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("tifffile")
+    handler, propagate = _Collect(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _check_complete(path: Path, tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> None:

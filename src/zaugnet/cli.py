@@ -73,6 +73,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if existing and not (args.resume or args.overwrite):
         raise InputError(run_dir, f"already holds a run ({', '.join(existing)}); pass --resume to continue it "
                                   "or --overwrite to start again")
+    if args.resume and args.resume != "latest" and not Path(args.resume).is_file():
+        raise InputError(args.resume, "--resume: checkpoint not found")
     trainer = Trainer(config, data, run_dir)
     resume = None
     if args.resume:

@@ -165,8 +165,6 @@ def test_one_bad_file_among_good_ones_stops_everything(
     assert snapshot(phantom_dir, bad) == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: io.read_stack reports a truncated zlib stack as 'a 2D image, "
-                                       "not a z-stack' instead of a damaged file")
 def test_truncated_compressed_stack_is_reported_as_unreadable(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """A half-written zlib stack (6 slices in its metadata) is refused as a damaged file, naming it."""
@@ -236,7 +234,6 @@ def test_set_without_equals(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
     refused(capsys, train_argv([phantom_dir], run_dir, "--set", "train.lr"), run_dir, "--set", "train.lr")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: config.parse_override lets yaml.YAMLError escape (traceback, exit 1)")
 def test_set_with_malformed_yaml_value(tmp_path: Path, capsys: pytest.CaptureFixture[str], phantom_dir: Path) -> None:
     """A ``--set`` value that is not valid YAML is refused naming the key."""
     run_dir = tmp_path / "run"
@@ -245,8 +242,6 @@ def test_set_with_malformed_yaml_value(tmp_path: Path, capsys: pytest.CaptureFix
             "net.block_widths")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: '--set =5' (empty key) gives 'config: config: : Extra inputs...', "
-                                       "which names neither the option nor a field")
 def test_set_with_empty_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], phantom_dir: Path) -> None:
     """``--set =5`` is refused naming the ``--set`` option."""
     run_dir = tmp_path / "run"
@@ -298,8 +293,6 @@ def test_cuda_device_without_cuda(tmp_path: Path, capsys: pytest.CaptureFixture[
     refused(capsys, train_argv([phantom_dir], run_dir, "--device", "cuda"), run_dir, "train.device")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: trainer._pick_device passes any string to torch.device "
-                                       "(RuntimeError traceback instead of exit 2)")
 def test_unknown_device(tmp_path: Path, capsys: pytest.CaptureFixture[str], phantom_dir: Path) -> None:
     """``--device nonsense`` is refused naming train.device."""
     run_dir = tmp_path / "run"
@@ -374,8 +367,6 @@ def test_subprocess_2d_image(tmp_path: Path) -> None:
     assert snapshot(tmp_path / "flat.tif") == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: tifffile's logging warnings ('invalid page offset ...') reach stderr "
-                                       "before the zaugnet error line")
 def test_subprocess_truncated_tiff_gives_one_line(tmp_path: Path) -> None:
     """``python -m zaugnet train`` on a truncated TIFF prints only the one error line."""
     write_truncated(tmp_path / "cut.tif")
