@@ -46,3 +46,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``final.pt`` of a tiny ZAugNet and a tiny ZAugNet+ trained for 2 steps (for shape and plumbing tests)."""
+    from support import TINY_SET
+
+    from zaugnet.cli import main
+
+    out = {}
+    for variant in ("zaugnet", "zaugnet+"):
+        run = tmp_path_factory.mktemp(f"tiny_{variant}")
+        args = ["train", str(phantom_dir), "-o", str(run), "--variant", variant, "--preset", "small",
+                "--max-steps", "2", "--quiet"] + [a for item in TINY_SET for a in ("--set", item)]
+        assert main(args) == 0
+        out[variant] = run / "final.pt"
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run directory of the small ZAugNet preset trained for 150 steps (about a minute) on three
+    membrane phantoms (20 x 96 x 96, z 0.6 um); seeds 1-3, so phantoms with other seeds are unseen."""
+    from zaugnet.cli import main
+
+    data = tmp_path_factory.mktemp("small_model_data")
+    for seed in (1, 2, 3):
+        stack = simulate_stack((20, 96, 96), kind="membrane", seed=seed, z_step_um=0.6)
+        write_stack(data / f"m{seed}.tif", stack, "ZYX", VoxelSize(0.6, 0.2, 0.2))
+    run = tmp_path_factory.mktemp("small_model")
+    assert main(["train", str(data), "-o", str(run), "--preset", "small", "--max-steps", "150",
+                 "--set", "train.val_every=50", "--quiet", "--overwrite"]) == 0
+    return run

@@ -96,6 +96,111 @@ def _cmd_train(args: argparse.Namespace) -> None:
         print(f"wrote {final}" + (f" ({summary})" if summary else ""))
 
 
+def _input_z(text: str | None) -> list[float] | None:
+    """``--input-z``: a file with one z coordinate per line (or comma/space separated), or a comma-separated list."""
+    if text is None:
+        return None
+    path = Path(text)
+    raw = path.read_text() if path.is_file() else text
+    try:
+        return [float(v) for v in raw.replace(",", " ").split()]
+    except ValueError:
+        raise InputError(text, "--input-z: expected numbers (one z coordinate per input slice)") from None
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from zaugnet.training.io import read_stack, write_stack
+    from zaugnet.training.predict import augment_stack, from_checkpoint, make_plan
+
+    src, out = Path(args.input), Path(args.output)
+    if out.resolve() == src.resolve():
+        raise InputError(out, "is the input file; choose another output (inputs are never overwritten)")
+    if out.exists() and not args.overwrite:
+        raise InputError(out, "exists; pass --overwrite to replace it")
+    if (args.model is None) == (args.method is None):
+        raise InputError("--model/--method", "give exactly one: a trained model (--model) or --method linear|cubic")
+    stack = read_stack(src, axes=args.axes)
+    n_z = stack.data.shape[stack.axes.index("Z")]
+    plan = make_plan(n_z, stack.voxel_size.z, factor=args.factor, z_positions=args.z_positions,
+                     target_spacing=args.target_spacing, input_z=_input_z(args.input_z))
+    method = args.method or from_checkpoint(args.model, device=_device(args.device), batch_size=args.batch_size,
+                                            tile=args.tile, halo=args.halo)
+    result = augment_stack(stack, plan, method, progress=not args.quiet)
+    write_stack(out, result, overwrite=args.overwrite)
+    if plan.note:
+        print(f"note: {plan.note}", file=sys.stderr)
+    z = f", z voxel size {plan.z_spacing:g}" if plan.z_spacing else ""
+    print(f"wrote {out}: {n_z} -> {len(plan.positions)} slices ({result.data.dtype}{z})")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from zaugnet.training.atomic import atomic_write_text
+    from zaugnet.training.evaluate import evaluate_stack, format_table, summarize, to_8bit, write_csv
+    from zaugnet.training.evaluation_figures import plot_orthogonal_views, plot_per_slice_psnr
+    from zaugnet.training.io import find_stacks, read_stack
+    from zaugnet.training.predict import from_checkpoint
+
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise InputError(out, "is not empty; pass --overwrite to write into it")
+    paths = find_stacks(args.stacks)
+    stacks = [read_stack(p, axes=args.axes) for p in paths]  # validate every input before any work
+    methods: dict[str, object] = {m: m for m in args.methods}
+    device = _device(args.device)
+    for spec in args.model or []:
+        model = from_checkpoint(spec, device=device)
+        name = model.name if model.name not in methods else f"{model.name}:{Path(spec).parent.name}"
+        model.name = name
+        methods[name] = model
+    extractor = None
+    if args.fid_weights:
+        from zaugnet.training.fid import InceptionFeatures
+
+        extractor = InceptionFeatures(args.fid_weights, device=device)
+    rows, real8, fake8 = [], [], {m: [] for m in methods}
+    for stack in stacks:
+        for volume, ev in evaluate_stack(stack, methods, args.factor):
+            rows += ev.rows
+            slug = ev.stack.replace("/", "_").replace("[", "_").replace("]", "")
+            n = len(next(iter(ev.predictions.values())))
+            truth = volume[:n].astype(np.float32)
+            plot_orthogonal_views(truth, ev.predictions, stack.voxel_size, out / f"{slug}_orthoviews.png")
+            plot_per_slice_psnr(ev.per_slice, out / f"{slug}_psnr_per_slice.png")
+            if extractor is not None:
+                lo, hi = float(truth.min()), float(truth.max())
+                real8.append(to_8bit(truth[1::2], lo, hi))
+                for m, pred in ev.predictions.items():
+                    fake8[m].append(to_8bit(pred[1::2], lo, hi))
+    table = rows + summarize(rows)
+    write_csv(table, out / "metrics.csv")
+    text = format_table(table)
+    if extractor is not None:
+        from zaugnet.training.fid import fid
+
+        real = np.concatenate(real8)
+        lines = ["method,fid_factor2"] + [f"{m},{fid(real, np.concatenate(f), extractor, value_range=(0, 255)):.4f}"
+                                          for m, f in fake8.items()]
+        atomic_write_text(out / "fid.csv", "\n".join(lines) + "\n")
+        text += "\n\nFID (factor 2, all stacks):\n" + "\n".join(lines[1:])
+    else:
+        text += ("\n\nFID not computed: pass --fid-weights FILE, a local Inception-v3 TorchScript file "
+                 "(e.g. inception-2015-12-05.pt); it cannot be downloaded here.")
+    print(text)
+    print(f"\nwrote {out / 'metrics.csv'} and figures in {out}")
+
+
+def _device(spec: str) -> str:
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device", f"{spec!r} requested but CUDA is not available")
+    return spec
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``zaugnet`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="zaugnet", description="Self-supervised z-slice augmentation of 3D "
@@ -133,6 +238,43 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--overwrite", action="store_true", help="replace a previous run in RUN_DIR")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train)
+
+    pr = sub.add_parser("predict", help="z-augment a stack with a model or a classical interpolation")
+    pr.add_argument("input", help="TIFF / OME-TIFF stack (3D, 4D t-z-y-x, or multichannel z-c-y-x)")
+    pr.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF)")
+    how = pr.add_mutually_exclusive_group()
+    how.add_argument("--model", help="trained model: a checkpoint such as RUN_DIR/final.pt")
+    how.add_argument("--method", choices=["linear", "cubic"], help="classical axial interpolation instead")
+    where = pr.add_mutually_exclusive_group()
+    where.add_argument("--factor", type=int, help="new slices per gap + 1 (default 2; ZAugNet: 2, 4, 8, ...)")
+    where.add_argument("--z-positions", type=float, nargs="+", metavar="Z",
+                       help="relative positions in (0, 1) of the new slices in every gap (ZAugNet+)")
+    where.add_argument("--target-spacing", type=float, help="output z spacing (same unit as the voxel size)")
+    pr.add_argument("--input-z", help="z coordinates of the input slices (file or comma-separated list), for "
+                    "non-uniform spacing with --target-spacing")
+    pr.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    pr.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    pr.add_argument("--tile", type=int, default=512, help="tile side in pixels (multiple of 16)")
+    pr.add_argument("--halo", type=int, default=128, help="context around each tile in pixels")
+    pr.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=_cmd_predict)
+
+    ev = sub.add_parser("evaluate", help="the paper's protocol: drop slices of high-resolution stacks, predict "
+                        "them back, score RMSE / PSNR / SSIM (8-bit scale and native units)")
+    ev.add_argument("stacks", nargs="+", help="high-resolution TIFF stacks or folders of them (ground truth)")
+    ev.add_argument("-o", "--output", required=True, help="folder for metrics.csv and figures")
+    ev.add_argument("--model", action="append", help="a trained model to score (repeatable)")
+    ev.add_argument("--methods", nargs="*", choices=["linear", "cubic"], default=["linear", "cubic"],
+                    help="classical baselines to score beside the models (default: linear cubic)")
+    ev.add_argument("--factor", type=int, default=2, help="also score this factor (a power of two for ZAugNet; "
+                    "factor 2 is always scored)")
+    ev.add_argument("--fid-weights", help="local Inception-v3 TorchScript file for FID (optional)")
+    ev.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    ev.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
+    ev.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 
