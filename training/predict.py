@@ -119,7 +119,8 @@ class ModelInterpolator:
         Context added around each tile on every side (pixels). 128 keeps tiled and untiled
         predictions within 1e-4 of the intensity range for the paper-size network (measured).
     normalization, percentiles
-        How each pair's intensity range is taken (see :func:`.data.normalize_pair`).
+        How each pair's intensity range is taken (see :func:`.data.normalize_pair`); ``"none"``
+        passes the intensities as they are, for networks that normalise inside (exported packages).
     """
 
     network: nn.Module | Callable[[torch.Tensor], torch.Tensor]
@@ -155,7 +156,8 @@ class ModelInterpolator:
         inputs = np.empty((b, 3 if not self.midpoint_only else 2, h, w), dtype=np.float32)
         ranges = []
         for i in range(b):
-            lo, scale = normalize_pair(np.stack([first[i], second[i]]), self.normalization, self.percentiles)
+            lo, scale = ((0.0, 1.0) if self.normalization == "none" else
+                         normalize_pair(np.stack([first[i], second[i]]), self.normalization, self.percentiles))
             ranges.append((lo, scale))
             inputs[i, 0] = (first[i] - lo) / scale
             inputs[i, 1] = (second[i] - lo) / scale

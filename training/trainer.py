@@ -165,11 +165,12 @@ class Trainer:
         self.pending = dict(state.get("pending", {}))
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest checkpoint in the run directory, if any."""
+        """The newest checkpoint in the run directory (by step), if any."""
+        candidates = {int(p.stem.split("_")[1]): p for p in (self.run_dir / CHECKPOINT_DIR).glob("step_*.pt")}
         final = self.run_dir / FINAL
-        ckpts = sorted((self.run_dir / CHECKPOINT_DIR).glob("step_*.pt"))
-        candidates = ([final] if final.exists() else []) + ckpts
-        return max(candidates, key=lambda p: load_checkpoint(p)["step"]) if candidates else None
+        if final.exists():
+            candidates[int(load_checkpoint(final)["step"])] = final
+        return candidates[max(candidates)] if candidates else None
 
     # ------------------------------------------------------------------ steps
     def _autocast(self):
