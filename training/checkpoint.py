@@ -42,9 +42,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise InputError(path, f"refused to load: it holds objects other than tensors and plain data ({err})") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+        raise InputError(path, f"refused to load: it holds objects other than tensors and plain data ({reason})") from None
     except Exception as err:  # noqa: BLE001 - any decoding failure means "not a checkpoint"
-        raise InputError(path, f"not a readable checkpoint ({err.__class__.__name__}: {err})") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise InputError(path, f"not a readable checkpoint ({err.__class__.__name__}: {reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(path, "not a ZAugNet checkpoint (no 'format' tag)")
     if state.get("format_version", 0) > FORMAT_VERSION:

@@ -83,7 +83,7 @@ class Stack:
     path: Path | None = None
 
 
-def read_stack(path: str | Path, axes: str | None = None, *, mmap: bool = False) -> Stack:
+def read_stack(path: str | Path, axes: str | None = None, *, mmap: bool = False, min_slices: int = 3) -> Stack:
     """Read the first image series of a TIFF, ImageJ hyperstack or OME-TIFF file.
 
     Parameters
@@ -96,6 +96,8 @@ def read_stack(path: str | Path, axes: str | None = None, *, mmap: bool = False)
     mmap
         Memory-map the data (read-only) when the file allows it (uncompressed, contiguous,
         native byte order), else read it into memory.
+    min_slices
+        Fewest z-slices accepted (3 for training triplets, 2 for prediction).
 
     Returns
     -------
@@ -125,8 +127,8 @@ def read_stack(path: str | Path, axes: str | None = None, *, mmap: bool = False)
             file_axes = _file_axes(path, series.axes, series.shape, axes)
             canon = "".join(a for a in CANONICAL_AXES if a in file_axes)
             n_z = series.shape[file_axes.index("Z")]
-            if n_z < 3:
-                raise InputError(path, f"has {n_z} z-slice(s); at least 3 are needed")
+            if n_z < min_slices:
+                raise InputError(path, f"has {n_z} z-slice(s); at least {min_slices} are needed")
             voxel_size = _voxel_size(tif)
             data = _load(path, series, mmap)
     except InputError:

@@ -67,7 +67,7 @@ def plan_spacing(input_z: Sequence[float], target_spacing: float) -> np.ndarray:
         raise InputError("--input-z", f"z coordinates must increase (slice {bad + 1}: {z[bad + 1]} after {z[bad]})")
     if not np.isfinite(target_spacing) or target_spacing <= 0:
         raise InputError("--target-spacing", f"must be positive, got {target_spacing}")
-    if target_spacing >= gaps.max():
+    if target_spacing >= gaps.max() * (1 - 1e-9):
         raise InputError("--target-spacing", f"{target_spacing} is not smaller than the input spacing "
                                              f"({gaps.max():g}); nothing to interpolate")
     n_out = int(np.floor((z[-1] - z[0]) / target_spacing + 1e-6)) + 1
@@ -136,6 +136,10 @@ class ModelInterpolator:
     def __post_init__(self) -> None:
         if self.tile % SIZE_MULTIPLE or self.tile <= 0:
             raise InputError("--tile", f"must be a positive multiple of {SIZE_MULTIPLE}, got {self.tile}")
+        if self.halo < 0:
+            raise InputError("--halo", f"must be zero or positive, got {self.halo}")
+        if self.batch_size < 1:
+            raise InputError("--batch-size", f"must be at least 1, got {self.batch_size}")
         self.name = self.name or self.variant
 
     @property
@@ -277,6 +281,12 @@ def make_plan(n_slices: int, z_spacing: float | None, *, factor: int | None = No
               z_positions: Sequence[float] | None = None, target_spacing: float | None = None,
               input_z: Sequence[float] | None = None) -> ZPlan:
     """Turn the user's choice (one of factor, relative positions, target spacing) into a :class:`ZPlan`."""
+    chosen = [name for name, value in (("--factor", factor), ("--z-positions", z_positions),
+                                       ("--target-spacing", target_spacing)) if value is not None]
+    if len(chosen) > 1:
+        raise InputError(" / ".join(chosen), "give only one of --factor, --z-positions and --target-spacing")
+    if input_z is not None and target_spacing is None:
+        raise InputError("--input-z", "is used with --target-spacing (the output grid); give both")
     if target_spacing is not None:
         if input_z is None:
             if not z_spacing:

@@ -119,7 +119,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         raise InputError(out, "exists; pass --overwrite to replace it")
     if (args.model is None) == (args.method is None):
         raise InputError("--model/--method", "give exactly one: a trained model (--model) or --method linear|cubic")
-    stack = read_stack(src, axes=args.axes)
+    stack = read_stack(src, axes=args.axes, min_slices=2)
     n_z = stack.data.shape[stack.axes.index("Z")]
     plan = make_plan(n_z, stack.voxel_size.z, factor=args.factor, z_positions=args.z_positions,
                      target_spacing=args.target_spacing, input_z=_input_z(args.input_z))
@@ -242,14 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="z-augment a stack with a model or a classical interpolation")
     pr.add_argument("input", help="TIFF / OME-TIFF stack (3D, 4D t-z-y-x, or multichannel z-c-y-x)")
     pr.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF)")
-    how = pr.add_mutually_exclusive_group()
-    how.add_argument("--model", help="trained model: a checkpoint such as RUN_DIR/final.pt")
-    how.add_argument("--method", choices=["linear", "cubic"], help="classical axial interpolation instead")
-    where = pr.add_mutually_exclusive_group()
-    where.add_argument("--factor", type=int, help="new slices per gap + 1 (default 2; ZAugNet: 2, 4, 8, ...)")
-    where.add_argument("--z-positions", type=float, nargs="+", metavar="Z",
+    pr.add_argument("--model", help="trained model: a checkpoint such as RUN_DIR/final.pt")
+    pr.add_argument("--method", choices=["linear", "cubic"], help="classical axial interpolation instead")
+    pr.add_argument("--factor", type=int, help="new slices per gap + 1 (default 2; ZAugNet: 2, 4, 8, ...)")
+    pr.add_argument("--z-positions", type=float, nargs="+", metavar="Z",
                        help="relative positions in (0, 1) of the new slices in every gap (ZAugNet+)")
-    where.add_argument("--target-spacing", type=float, help="output z spacing (same unit as the voxel size)")
+    pr.add_argument("--target-spacing", type=float, help="output z spacing (same unit as the voxel size)")
     pr.add_argument("--input-z", help="z coordinates of the input slices (file or comma-separated list), for "
                     "non-uniform spacing with --target-spacing")
     pr.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
