@@ -1,1 +1,13 @@
-"""Export of trained students to TorchScript, ONNX and BioImage.IO packages (see README.md here)."""
+"""Export of trained students to TorchScript, ONNX and BioImage.IO packages, and loading them back.
+
+- :func:`export_model`: ``RUN_DIR/final.pt`` -> a tested BioImage.IO package (zip or folder).
+- :func:`load_interpolator`: checkpoint | package zip/folder | URL | model-zoo id -> a
+  :class:`zaugnet.training.predict.ModelInterpolator`.
+
+bioimageio.core, onnx and onnxruntime are imported only when needed.
+"""
+
+from .bioimageio import export_model
+from .load import load_interpolator
+
+__all__ = ["export_model", "load_interpolator"]

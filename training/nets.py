@@ -46,11 +46,19 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
     from the tensor's shape on every call, so there is no cache tied to one size.
     """
     b, _, h, w = image.shape
-    ys = torch.arange(h, device=image.device, dtype=image.dtype).view(1, h, 1).expand(b, h, w)
-    xs = torch.arange(w, device=image.device, dtype=image.dtype).view(1, 1, w).expand(b, h, w)
+    y_line = torch.arange(h, device=image.device, dtype=image.dtype)
+    x_line = torch.arange(w, device=image.device, dtype=image.dtype)
+    ys = y_line.view(1, h, 1).expand(b, h, w)
+    xs = x_line.view(1, 1, w).expand(b, h, w)
     # normalised coordinates: -1 .. 1 across pixel centres (align_corners=True)
-    gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    if torch.jit.is_tracing():
+        # h and w are traced values here: take max(n - 1, 1) from the coordinate lines, not with a
+        # Python branch, so a traced (ONNX) graph stays valid at every size
+        gx = (xs + flow[:, 0]) * (2.0 / torch.clamp(x_line[-1:], min=1.0)) - 1.0
+        gy = (ys + flow[:, 1]) * (2.0 / torch.clamp(y_line[-1:], min=1.0)) - 1.0
+    else:
+        gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
+        gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack((gx, gy), dim=3)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
@@ -59,6 +67,11 @@ def resize(x: Tensor, factor: float) -> Tensor:
     """Bilinear rescale by ``factor`` (identity for 1)."""
     if factor == 1.0:
         return x
+    if torch.jit.is_scripting():
+        # the op F.interpolate calls here, directly: scripting F.interpolate itself would copy its whole
+        # body (every mode, and ops only recent torch releases have) into a TorchScript archive, which
+        # older runtimes (libtorch 2.0 in deepImageJ) then refuse to load
+        return torch._C._nn.upsample_bilinear2d(x, None, False, [factor, factor])
     return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
 
 
@@ -224,10 +237,16 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     """Reflect-pad the bottom and right of ``x`` so H and W are multiples of ``multiple``.
 
     Falls back to replicate padding where the image is too small to reflect.
+
+    Under ``torch.jit.trace`` (and so the ONNX exporter) the padding amounts stay computations on
+    the input's shape, with no Python branch on them: the traced graph always reflect-pads (by 0
+    where nothing is needed), which is exact for any H, W >= ``multiple``.
     """
     h, w = x.shape[2], x.shape[3]
     ph = (multiple - h % multiple) % multiple
     pw = (multiple - w % multiple) % multiple
+    if torch.jit.is_tracing():
+        return F.pad(x, [0, pw, 0, ph], mode="reflect")
     if ph == 0 and pw == 0:
         return x
     if ph < h and pw < w:

@@ -110,7 +110,7 @@ def _input_z(text: str | None) -> list[float] | None:
 
 def _cmd_predict(args: argparse.Namespace) -> None:
     from zaugnet.training.io import read_stack, write_stack
-    from zaugnet.training.predict import augment_stack, from_checkpoint, make_plan
+    from zaugnet.training.predict import augment_stack, make_plan
 
     src, out = Path(args.input), Path(args.output)
     if out.resolve() == src.resolve():
@@ -123,8 +123,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     n_z = stack.data.shape[stack.axes.index("Z")]
     plan = make_plan(n_z, stack.voxel_size.z, factor=args.factor, z_positions=args.z_positions,
                      target_spacing=args.target_spacing, input_z=_input_z(args.input_z))
-    method = args.method or from_checkpoint(args.model, device=_device(args.device), batch_size=args.batch_size,
-                                            tile=args.tile, halo=args.halo)
+    method = args.method or _load_model(args.model, device=_device(args.device), batch_size=args.batch_size,
+                                        tile=args.tile, halo=args.halo)
     result = augment_stack(stack, plan, method, progress=not args.quiet)
     write_stack(out, result, overwrite=args.overwrite)
     if plan.note:
@@ -140,7 +140,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from zaugnet.training.evaluate import evaluate_stack, format_table, summarize, to_8bit, write_csv
     from zaugnet.training.evaluation_figures import plot_orthogonal_views, plot_per_slice_psnr
     from zaugnet.training.io import find_stacks, read_stack
-    from zaugnet.training.predict import from_checkpoint
 
     out = Path(args.output)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -150,7 +149,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     methods: dict[str, object] = {m: m for m in args.methods}
     device = _device(args.device)
     for spec in args.model or []:
-        model = from_checkpoint(spec, device=device)
+        model = _load_model(spec, device=device)
         name = model.name if model.name not in methods else f"{model.name}:{Path(spec).parent.name}"
         model.name = name
         methods[name] = model
@@ -189,6 +188,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                  "(e.g. inception-2015-12-05.pt); it cannot be downloaded here.")
     print(text)
     print(f"\nwrote {out / 'metrics.csv'} and figures in {out}")
+
+
+def _quiet_bioimageio() -> None:
+    """bioimageio.core logs every step at INFO level; keep its warnings and errors only."""
+    try:
+        from loguru import logger
+    except ImportError:  # pragma: no cover - installed with bioimageio.core
+        return
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+
+
+def _load_model(spec: str, **options: Any) -> Any:
+    """``--model``: a checkpoint, a BioImage.IO package (zip or folder), a URL or a model-zoo id."""
+    from zaugnet.export import load_interpolator
+
+    _quiet_bioimageio()
+    return load_interpolator(spec, **options)
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from zaugnet.export import export_model
+    from zaugnet.training.io import iter_volumes, read_stack
+
+    sample = None
+    if args.sample:
+        _, sample = next(iter_volumes(read_stack(args.sample, axes=args.axes)))
+    _quiet_bioimageio()
+    path = export_model(args.checkpoint, args.output, sample=sample, name=args.name, overwrite=args.overwrite)
+    print(f"wrote {path} (bioimageio.core test passed)")
 
 
 def _device(spec: str) -> str:
@@ -242,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="z-augment a stack with a model or a classical interpolation")
     pr.add_argument("input", help="TIFF / OME-TIFF stack (3D, 4D t-z-y-x, or multichannel z-c-y-x)")
     pr.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF)")
-    pr.add_argument("--model", help="trained model: a checkpoint such as RUN_DIR/final.pt")
+    pr.add_argument("--model", help="trained model: a checkpoint (RUN_DIR/final.pt), a BioImage.IO package "
+                    "(zip or folder), a URL to one, or a model-zoo id")
     pr.add_argument("--method", choices=["linear", "cubic"], help="classical axial interpolation instead")
     pr.add_argument("--factor", type=int, help="new slices per gap + 1 (default 2; ZAugNet: 2, 4, 8, ...)")
     pr.add_argument("--z-positions", type=float, nargs="+", metavar="Z",
@@ -263,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "them back, score RMSE / PSNR / SSIM (8-bit scale and native units)")
     ev.add_argument("stacks", nargs="+", help="high-resolution TIFF stacks or folders of them (ground truth)")
     ev.add_argument("-o", "--output", required=True, help="folder for metrics.csv and figures")
-    ev.add_argument("--model", action="append", help="a trained model to score (repeatable)")
+    ev.add_argument("--model", action="append", help="a trained model to score: checkpoint, package, URL or "
+                    "zoo id (repeatable)")
     ev.add_argument("--methods", nargs="*", choices=["linear", "cubic"], default=["linear", "cubic"],
                     help="classical baselines to score beside the models (default: linear cubic)")
     ev.add_argument("--factor", type=int, default=2, help="also score this factor (a power of two for ZAugNet; "
@@ -273,6 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
     ev.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     ev.set_defaults(func=_cmd_evaluate)
+
+    ex = sub.add_parser("export", help="package a trained model for BioImage.IO, deepImageJ and the model zoo "
+                        "(TorchScript, ONNX, state dict; tested with bioimageio.core before it is written)")
+    ex.add_argument("checkpoint", help="training checkpoint, e.g. RUN_DIR/final.pt")
+    ex.add_argument("-o", "--output", required=True, help="PACKAGE.zip, or a folder")
+    ex.add_argument("--sample", help="a stack whose middle slices become the test/sample tensors and cover "
+                    "(default: a simulated phantom)")
+    ex.add_argument("--name", help="model name in the package")
+    ex.add_argument("--axes", help="axes of a --sample without metadata")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    ex.set_defaults(func=_cmd_export)
     return parser
 
 

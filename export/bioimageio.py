@@ -1,0 +1,610 @@
+"""BioImage.IO packages (model format 0.5) of trained students, tested with bioimageio.core before they are written.
+
+A package holds the student only (no teacher, no critic), wrapped by
+:class:`~zaugnet.export.wrapper.NormalizedStudent` so it takes ONE tensor ``(batch, channel, y, x)``
+in the user's intensity units and returns ``(batch, 1, y, x)`` in the same units: no pre- or
+postprocessing for bioimageio.core or deepImageJ to get wrong (the DPM channel of ZAugNet+ is never
+rescaled). Three weight formats: ``pytorch_state_dict`` (the original, with its architecture file),
+``torchscript`` and ``onnx`` (both converted from it, so they name it as ``parent``).
+
+:func:`export_model` builds everything in a staging folder beside the output, checks the three runtimes
+against each other, packages with bioimageio.spec, runs ``bioimageio.core.test_model`` on the package
+and only then moves it into place. A failed check or any warning leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zaugnet.training import __version__
+from zaugnet.training.checkpoint import load_checkpoint, load_generator
+from zaugnet.training.config import Config
+from zaugnet.training.errors import InputError
+
+from .architecture import CALLABLE, FILE_NAME, architecture_kwargs, architecture_source
+from .onnx import OPSET, check_onnx, onnx_versions
+from .onnx import export_onnx as _export_onnx
+from .parity import TOLERANCE, intensity_span, relative_error
+from .safezip import extract_zip
+from .torchscript import load_torchscript, save_torchscript, torchscript_format_version
+from .wrapper import NormalizedStudent
+
+#: Valid input sizes along y and x: MIN_SIZE + n * SIZE_STEP (the student pads to multiples of 16 inside).
+MIN_SIZE = 32
+SIZE_STEP = 16
+#: The sample (test tensors, cover) is centre-cropped to at most this many pixels per side.
+SAMPLE_MAX_SIZE = 256
+#: Context each side of a tile beyond which tiled and whole-image predictions agree (measured, see docs).
+TILING_CONTEXT = 96
+#: Shapes (batch, y, x) at which TorchScript and ONNX are compared with the eager network at export.
+CHECK_SHAPES = ((1, 32, 32), (2, 48, 80), (1, 37, 53), (1, 72, 45))
+
+PAPER = {
+    "text": "Pasqui A., Mahdavi S., Vianay B., Colin A., Dumollard R., McDougall A., Miroshnikova Y. A., "
+            "Labrune E., Turlier H. (2025). ZAugNet for Z-Slice Augmentation in Bio-Imaging. arXiv:2503.04843",
+    "url": "https://arxiv.org/abs/2503.04843",
+}
+DEFAULT_TAGS = ("fluorescence-light-microscopy", "2d", "3d", "cells", "pytorch", "deepimagej", "fiji", "imagej",
+                "unet", "image-reconstruction", "image-restoration", "z-interpolation", "axial-resolution",
+                "zaugnet", "onnx", "torchscript")
+
+FILES = {
+    "state_dict": "zaugnet_state_dict.pt", "torchscript": "zaugnet_torchscript.pt", "onnx": "zaugnet.onnx",
+    "test_input": "test_input.npy", "test_output": "test_output.npy", "sample_input": "sample_input.tif",
+    "sample_output": "sample_output.tif", "cover": "cover.png", "documentation": "README.md",
+}
+
+
+@dataclass
+class ExportChecks:
+    """What the export measured before packaging (also written to the rdf's ``config.zaugnet``)."""
+
+    shapes: list[tuple[int, int, int]]
+    torchscript_error: list[float]
+    onnx_error: list[float]
+    torchscript_version: int
+    onnx_ir_version: int
+    onnx_opset: int
+
+
+# ------------------------------------------------------------------------------------ sample
+def _sample_pair(sample: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(pair (2, Y, X) float32, truth (Y, X) or None, where it came from)``, centre-cropped to a valid size."""
+    if sample is None:
+        from zaugnet.training.phantoms import simulate_stack
+
+        volume = simulate_stack((3, 128, 128), kind="membrane", seed=0)
+        source = "a simulated membrane phantom (zaugnet simulate --kind membrane --seed 0), slices 0 and 2"
+        pair, truth = volume[[0, 2]], volume[1]
+    else:
+        array = np.asarray(sample)
+        if array.ndim != 3 or array.shape[0] < 2 or not np.issubdtype(array.dtype, np.number):
+            raise InputError("sample", f"expected a pair (2, Y, X) or a stack (Z, Y, X), got shape {array.shape}")
+        if array.shape[0] == 2:
+            pair, truth, source = array, None, "the given pair of slices"
+        else:
+            k = max(0, array.shape[0] // 2 - 1)
+            pair, truth = array[[k, k + 2]], array[k + 1]
+            source = f"slices {k} and {k + 2} of the given stack (slice {k + 1} is the truth)"
+    pair = np.asarray(pair, dtype=np.float32)
+    if not np.all(np.isfinite(pair)):
+        raise InputError("sample", "holds NaN or infinite values")
+    h, w = pair.shape[1:]
+    sizes = []
+    for n in (h, w):
+        if n < MIN_SIZE:
+            raise InputError("sample", f"slices of {h} x {w} pixels: need at least {MIN_SIZE} x {MIN_SIZE}")
+        sizes.append(MIN_SIZE + (min(n, SAMPLE_MAX_SIZE) - MIN_SIZE) // SIZE_STEP * SIZE_STEP)
+    y0, x0 = (h - sizes[0]) // 2, (w - sizes[1]) // 2
+    crop = (slice(y0, y0 + sizes[0]), slice(x0, x0 + sizes[1]))
+    pair = np.ascontiguousarray(pair[(slice(None), *crop)])
+    if truth is not None:
+        truth = np.ascontiguousarray(np.asarray(truth, dtype=np.float32)[crop])
+    return pair, truth, source
+
+
+def _model_input(pair: np.ndarray, with_dpm: bool, z: float) -> np.ndarray:
+    """``(1, C, Y, X)`` float32 network input: the pair, plus the DPM plane for ZAugNet+."""
+    channels = [pair[0], pair[1]] + ([np.full(pair.shape[1:], z, dtype=np.float32)] if with_dpm else [])
+    return np.stack(channels)[None].astype(np.float32)
+
+
+def _check_inputs(pair: np.ndarray, with_dpm: bool) -> list[np.ndarray]:
+    """Inputs of :data:`CHECK_SHAPES` cut from the sample (reflect-extended where it is too small)."""
+    inputs = []
+    for b, h, w in CHECK_SHAPES:
+        extended = np.pad(pair, ((0, 0), (0, max(0, h - pair.shape[1])), (0, max(0, w - pair.shape[2]))),
+                          mode="reflect")
+        samples = []
+        for i in range(b):
+            p = extended[::-1] if i % 2 else extended  # second sample: the pair swapped
+            samples.append(_model_input(np.ascontiguousarray(p[:, :h, :w]), with_dpm, 0.5 - 0.25 * i)[0])
+        inputs.append(np.stack(samples))
+    return inputs
+
+
+# ------------------------------------------------------------------------------------ checks
+def _predict(network: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return network(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
+
+
+def _check_runtimes(network: NormalizedStudent, ts_path: Path, onnx_path: Path,
+                    inputs: list[np.ndarray]) -> ExportChecks:
+    """Compare TorchScript and ONNX Runtime with the eager network; refuse beyond :data:`TOLERANCE`."""
+    scripted = load_torchscript(ts_path)
+    ts_errors = []
+    for batch in inputs:
+        err = relative_error(_predict(scripted, batch), _predict(network, batch), batch)
+        if not err <= TOLERANCE:
+            raise InputError(ts_path, f"TorchScript differs from the network on shape {batch.shape}: "
+                                      f"{err:.3g} of the intensity range > {TOLERANCE:g}")
+        ts_errors.append(err)
+    onnx_errors = check_onnx(onnx_path, network, inputs, TOLERANCE)
+    ir, opset = onnx_versions(onnx_path)
+    return ExportChecks([tuple(int(s) for s in (b.shape[0], *b.shape[2:])) for b in inputs], ts_errors, onnx_errors,
+                        torchscript_format_version(ts_path), ir, opset)
+
+
+# ------------------------------------------------------------------------------------ files
+def _write_cover(path: Path, title: str, pair: np.ndarray, prediction: np.ndarray, z: float,
+                 truth: np.ndarray | None) -> None:
+    """Square PNG: the input pair on top, the prediction and the truth (or linear interpolation) below,
+    all on the pair's grey scale."""
+    from matplotlib.figure import Figure
+
+    reference = ((truth, "true slice") if truth is not None else
+                 ((1 - z) * pair[0] + z * pair[1], f"linear interpolation (z = {z:g})"))
+    panels = [(pair[0], "input slice_0"), (pair[1], "input slice_1"), (prediction, f"prediction (z = {z:g})"),
+              reference]
+    lo, hi = float(pair.min()), float(pair.max())
+    fig = Figure(figsize=(6, 6), dpi=100)
+    for i, (image, label) in enumerate(panels):
+        ax = fig.add_subplot(2, 2, i + 1)
+        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+        ax.set_title(label, fontsize=10)
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _write_tif(path: Path, array: np.ndarray, axes: str) -> None:
+    import tifffile
+
+    tifffile.imwrite(path, np.ascontiguousarray(array, dtype=np.float32), imagej=True, metadata={"axes": axes})
+
+
+def _fmt_errors(errors: Sequence[float]) -> str:
+    return ", ".join(f"{e:.1e}" for e in errors)
+
+
+_DOC_TEMPLATE = """\
+# {name}
+
+{variant_text}
+
+Reference: Pasqui et al. 2025, "ZAugNet for Z-Slice Augmentation in Bio-Imaging", {paper_url}.
+Packaged by zaugnet {zaugnet_version}.
+
+## Input and output
+
+- `input`: ONE tensor (batch, channel, y, x), float32, channels {channels}. The slices are in any intensity
+  units (8-bit, 16-bit or float data converted to float32). {channel_note}
+- `output`: (batch, 1, y, x), the predicted slice `slice_z`, in the same units as the input.
+- Sizes: y and x of at least {min_size}, in steps of {step} ({min_size}, {next_size}, ...). The network itself
+  reflect-pads to a multiple of 16 and crops back, so ZAugNet's own predictor (`zaugnet predict --model
+  this.zip`) takes any size; bioimageio.core refuses sizes outside the steps (it follows this rdf).
+
+Normalisation is part of the network: per sample it maps the joint {normalization} range of the two slices to
+[0, 1] (a constant pair is guarded), runs the student and maps the prediction back. The rdf therefore declares
+no pre- or postprocessing, and neither bioimageio.core nor deepImageJ must normalise.
+
+## Use
+
+- ZAugNet: `zaugnet predict stack.tif -o out.tif --model this.zip` (pairs, passes, tiling and z spacing handled).
+- bioimageio.core: `bioimageio predict ./this.zip --inputs pair.npy --outputs prediction.npy` with a
+  (1, {n_channels}, y, x) float32 array.
+- deepImageJ (Fiji): open the pair as ONE image with {n_channels} channels (channels, not slices:
+  `Stack.setDimensions({n_channels},1,1)`), then run the model. Tiling is allowed.
+
+## Tiling and halo
+
+No halo is declared. The network handles image borders itself, so a whole image needs no cropping; a declared
+halo would make bioimageio.core pad and crop every prediction and change border pixels compared with ZAugNet's
+own predictor (and the format requires min size > 2 x halo). Tiles, however, need context: measured on a
+256 x 256 pair with the paper-size network, a tile's centre matches the whole-image prediction to about 1e-4
+of the intensity range with 64 pixels of context on each side, and exactly with {context}. As the network
+normalises each input tensor by its own range, a tile is also normalised by its own range. For results
+identical to ZAugNet's predictor (which tiles with a 128-pixel halo and one range per pair), use one tile.
+
+## Weights
+
+- `pytorch_state_dict` (original): `{state_dict_file}` with the architecture `{arch_file}` (callable
+  `{callable}`, generated from zaugnet's networks; needs only torch).
+- `torchscript` (scripted, runs at any size): `{torchscript_file}`,
+  TorchScript archive format version {ts_version} (`<archive>/version` in the zip; written by torch
+  {torch_version}; archives exported this way load and run in torch 2.0.1 and 1.13.1).
+- `onnx`: `{onnx_file}`, opset {opset}, ONNX IR version {ir_version} (onnxruntime-java 1.13 in deepImageJ
+  reads IR <= 8), dynamic batch, y and x.
+
+## Training
+
+Self-supervised on {n_files} stack(s) ({files}): variant `{variant}`, preset `{preset}`, {steps} steps,
+batch {batch_size}, Adam lr {lr}, adversarial weight {lambda_adv}, block widths {block_widths}. The full
+training configuration is in the rdf under `config.zaugnet.training`.
+
+# Validation
+
+- Held-out validation triplets during training (split by stack or z-block, not by triplet): {metrics}.
+- Export checks of this package: TorchScript and ONNX Runtime against the eager PyTorch network on inputs of
+  shape (batch, y, x) {shapes}, including non-square sizes and sizes that are not multiples of 16. Max abs
+  difference relative to each pair's intensity range: TorchScript {ts_errors}; ONNX Runtime {onnx_errors}
+  (tolerance {tolerance:g}).
+- {test_line}
+- Sample (test tensors, cover): {sample_source}.{truth_line}
+
+Two slices cannot see curvature along z: on smooth structures cubic interpolation (four slices) can beat any
+two-slice method. Compare with the linear and cubic baselines on your data (`zaugnet evaluate`).
+"""
+
+
+def _documentation(*, name: str, config: Config, variant_text: str, channel_names: list[str], checks: ExportChecks,
+                   history: list[dict[str, Any]], data_files: list[str], sample_source: str, sample_error: float | None,
+                   extra: str | None, figures: list[str], tested: bool) -> str:
+    net, data, train = config.net, config.data, config.train
+    last = history[-1] if history else {}
+    metrics = ("none recorded in the checkpoint" if "val_psnr" not in last else
+               f"PSNR {last['val_psnr']:.2f} dB (linear interpolation of the same pairs: "
+               f"{last.get('val_psnr_linear', float('nan')):.2f} dB), SSIM {last.get('val_ssim', float('nan')):.3f}")
+    normalization = (f"{data.percentiles[0]:g}-{data.percentiles[1]:g} percentile"
+                     if data.normalization == "percentile" else "min-max")
+    channel_note = ("The `dpm` channel is a constant plane holding the relative position z in [0, 1] of the slice "
+                    "to predict (0 = slice_0, 1 = slice_1); it is never rescaled." if net.with_dpm else
+                    "The predicted slice lies midway between the two (z = 0.5); apply the model k times for a "
+                    "2^k z-upsampling.")
+    truth_line = ("" if sample_error is None else
+                  f" The prediction's mean absolute error to the true middle slice is {sample_error:.3g} of the "
+                  "pair's intensity range.")
+    test_line = (f"bioimageio.core's test (all three weight formats; batch 1 and 2; sizes {MIN_SIZE} to "
+                 f"{MIN_SIZE + 2 * SIZE_STEP}) ran on this package before it was written; the export refuses on any "
+                 "failed check or warning except the one that no maintainer with a GitHub user name is given "
+                 "(checking such a name needs the GitHub API)." if tested else
+                 "bioimageio.core's test was NOT run for this package (exported with test=False).")
+    text = _DOC_TEMPLATE.format(
+        name=name, variant_text=variant_text, paper_url=PAPER["url"], zaugnet_version=__version__,
+        channels=", ".join(f"`{c}`" for c in channel_names), channel_note=channel_note, min_size=MIN_SIZE,
+        step=SIZE_STEP, next_size=MIN_SIZE + SIZE_STEP, max_test_size=MIN_SIZE + 2 * SIZE_STEP,
+        normalization=normalization, n_channels=len(channel_names), context=TILING_CONTEXT,
+        state_dict_file=FILES["state_dict"], arch_file=FILE_NAME, callable=CALLABLE,
+        torchscript_file=FILES["torchscript"], ts_version=checks.torchscript_version,
+        torch_version=torch.__version__.split("+")[0], onnx_file=FILES["onnx"], opset=checks.onnx_opset,
+        ir_version=checks.onnx_ir_version, n_files=len(data_files),
+        files=", ".join(data_files[:5]) + (" ..." if len(data_files) > 5 else "") or "unknown",
+        variant=net.variant, preset=config.preset, steps=int(last.get("step", 0)), batch_size=train.batch_size,
+        lr=f"{train.lr:g}", lambda_adv=f"{train.lambda_adv:g}", block_widths=list(net.block_widths),
+        metrics=metrics, shapes=", ".join(f"({b}, {h}, {w})" for b, h, w in checks.shapes),
+        ts_errors=_fmt_errors(checks.torchscript_error), onnx_errors=_fmt_errors(checks.onnx_error),
+        tolerance=TOLERANCE, sample_source=sample_source, truth_line=truth_line, test_line=test_line)
+    if extra:
+        text += "\n" + extra.strip() + "\n"
+    for fig in figures:
+        text += f"\n![{fig}]({fig})\n"
+    return text
+
+
+# ------------------------------------------------------------------------------------ rdf
+def _build_description(stage: Path, *, name: str, description: str, authors: Sequence[dict[str, Any]],
+                       version: str, license_id: str, tags: Sequence[str], config: Config,
+                       channel_names: list[str], checks: ExportChecks, tolerance_abs: float,
+                       attachments: list[str], extra_config: dict[str, Any],
+                       maintainers: Sequence[str] = ()):  # noqa: ANN202 - ModelDescr
+    from bioimageio.spec.model import v0_5
+
+    def file(name_: str) -> v0_5.FileDescr:
+        return v0_5.FileDescr(source=stage / name_)
+
+    torch_version = v0_5.Version(torch.__version__.split("+")[0])
+    y, x = v0_5.AxisId("y"), v0_5.AxisId("x")
+    inp, out = v0_5.TensorId("input"), v0_5.TensorId("output")
+    size = v0_5.ParameterizedSize(min=MIN_SIZE, step=SIZE_STEP)
+    dpm = "; dpm = relative z in [0, 1]" if len(channel_names) == 3 else ""
+    inputs = [v0_5.InputTensorDescr(
+        id=inp,
+        description=f"two neighbouring z-slices as channels, any intensity units{dpm}",
+        axes=[v0_5.BatchAxis(),
+              v0_5.ChannelAxis(channel_names=[v0_5.Identifier(c) for c in channel_names]),
+              v0_5.SpaceInputAxis(id=y, size=size), v0_5.SpaceInputAxis(id=x, size=size)],
+        test_tensor=file(FILES["test_input"]), sample_tensor=file(FILES["sample_input"]),
+        data=v0_5.IntervalOrRatioDataDescr(type="float32"),
+    )]
+    outputs = [v0_5.OutputTensorDescr(
+        id=out,
+        description="the predicted slice at z, in the input's intensity units",
+        axes=[v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=[v0_5.Identifier("slice_z")]),
+              v0_5.SpaceOutputAxis(id=y, size=v0_5.SizeReference(tensor_id=inp, axis_id=y, offset=0)),
+              v0_5.SpaceOutputAxis(id=x, size=v0_5.SizeReference(tensor_id=inp, axis_id=x, offset=0))],
+        test_tensor=file(FILES["test_output"]), sample_tensor=file(FILES["sample_output"]),
+        data=v0_5.IntervalOrRatioDataDescr(type="float32"),
+    )]
+    weights = v0_5.WeightsDescr(
+        pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(
+            source=stage / FILES["state_dict"],
+            architecture=v0_5.ArchitectureFromFileDescr(source=stage / FILE_NAME, callable=v0_5.Identifier(CALLABLE),
+                                                        kwargs=architecture_kwargs(config)),
+            pytorch_version=torch_version,
+            comment="original weights; the architecture file is generated from zaugnet's networks"),
+        torchscript=v0_5.TorchscriptWeightsDescr(
+            source=stage / FILES["torchscript"], pytorch_version=torch_version, parent="pytorch_state_dict",
+            comment=f"scripted; TorchScript archive format version {checks.torchscript_version}"),
+        onnx=v0_5.OnnxWeightsDescr(
+            source=stage / FILES["onnx"], opset_version=checks.onnx_opset, parent="pytorch_state_dict",
+            comment=f"legacy exporter, dynamic batch/y/x; ONNX IR version {checks.onnx_ir_version}"),
+    )
+    zaugnet_config = {
+        "variant": config.net.variant,
+        "zaugnet_version": __version__,
+        "input_channels": channel_names,
+        "normalization": {"where": "inside the network", "mode": config.data.normalization,
+                          "percentiles": list(config.data.percentiles)},
+        "size": {"min": MIN_SIZE, "step": SIZE_STEP, "tiling_context_px": TILING_CONTEXT},
+        "torchscript_archive_version": checks.torchscript_version,
+        "onnx": {"opset": checks.onnx_opset, "ir_version": checks.onnx_ir_version},
+        "export_checks": {"tolerance": TOLERANCE, "shapes": [list(s) for s in checks.shapes],
+                          "torchscript_max_error": checks.torchscript_error, "onnx_max_error": checks.onnx_error},
+        "training": config.to_dict(),
+        **extra_config,
+    }
+    return v0_5.ModelDescr(
+        name=name,
+        description=description,
+        authors=[v0_5.Author(**a) for a in authors],
+        maintainers=[v0_5.Maintainer(github_user=m) for m in maintainers],
+        cite=[v0_5.CiteEntry(text=PAPER["text"], url=PAPER["url"])],
+        license=license_id,
+        tags=list(tags),
+        version=version,
+        documentation=file(FILES["documentation"]),
+        covers=[file(FILES["cover"])],
+        attachments=[file(a) for a in attachments],
+        inputs=inputs,
+        outputs=outputs,
+        weights=weights,
+        config=v0_5.Config(
+            bioimageio=v0_5.BioimageioConfig(reproducibility_tolerance=[v0_5.ReproducibilityTolerance(
+                absolute_tolerance=tolerance_abs, relative_tolerance=0.0, mismatched_elements_per_million=0)]),
+            zaugnet=zaugnet_config,
+            deepimagej={"pyramidal_model": False, "allow_tiling": True},
+        ),
+    )
+
+
+#: The one warning an offline export cannot avoid: bioimageio.spec wants a maintainer (or author) with a
+#: ``github_user``, and it checks every such name on the GitHub API (no network: the description is invalid).
+NO_MAINTAINER_WARNING = "Missing `maintainers` or any author in `authors` with a specified `github_user` name."
+
+
+@dataclass
+class Verdict:
+    """bioimageio.core's verdict: ``problems`` (failed checks, warnings) and warnings accepted on purpose."""
+
+    problems: list[str]
+    accepted: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def judge_summary(summary: Any, accept: Sequence[str] = ()) -> Verdict:
+    """Sort a bioimageio ``ValidationSummary``: every failed check and every warning above info is a problem,
+    except warnings whose message is exactly one of ``accept``."""
+    from bioimageio.spec._internal.warning_levels import INFO
+
+    problems, accepted = [], []
+    if summary.status != "passed":
+        problems.append(f"status: {summary.status}")
+    for detail in summary.details:
+        for error in detail.errors:
+            problems.append(f"failed: {detail.name}: {'.'.join(map(str, error.loc))}: {error.msg}")
+        for warning in detail.warnings:
+            if warning.severity > INFO:
+                line = f"warning: {detail.name}: {'.'.join(map(str, warning.loc))}: {warning.msg}"
+                (accepted if warning.msg in accept else problems).append(line)
+    return Verdict(problems, accepted)
+
+
+def run_bioimageio_test(source: str | Path, accept: Sequence[str] = ()) -> Verdict:
+    """Run ``bioimageio.core.test_model`` on a package (zip or rdf.yaml) and sort its findings."""
+    from bioimageio.core import test_model
+
+    from .torchscript import _jit_on_purpose
+
+    with _jit_on_purpose():
+        return judge_summary(test_model(str(source)), accept)
+
+
+# ------------------------------------------------------------------------------------ entry point
+def _default_text(variant: str) -> tuple[str, str, str]:
+    if variant == "zaugnet+":
+        return ("ZAugNet+ z-slice interpolation",
+                "ZAugNet+ predicts the slice at any relative position z between two neighbouring z-slices of a 3D "
+                "microscopy stack (self-supervised GAN with knowledge distillation; z given as a constant DPM channel). "
+                "Takes [slice_0, slice_1, dpm] in any intensity units, returns the slice in the same units.",
+                "ZAugNet+ interpolates between two neighbouring z-slices at any relative position z in (0, 1): "
+                "for stacks with non-uniform slice spacing or arbitrary upsampling factors.")
+    return ("ZAugNet z-slice interpolation",
+            "ZAugNet predicts the slice midway between two neighbouring z-slices of a 3D microscopy stack "
+            "(self-supervised GAN with knowledge distillation); applied k times it multiplies the number of slices "
+            "by 2^k. Takes [slice_0, slice_1] in any intensity units, returns the slice in the same units.",
+            "ZAugNet predicts the slice midway between two neighbouring z-slices, to raise a stack's axial sampling.")
+
+
+def _place(package_zip: Path, output: Path, overwrite: bool) -> None:
+    """Move the tested zip to ``output`` (a .zip) or unpack it into the folder ``output``; atomic per path."""
+    if output.exists() and not overwrite:
+        raise InputError(output, "exists; pass overwrite=True (--overwrite) to replace it")
+    if output.suffix.lower() == ".zip":
+        if output.is_dir():
+            raise InputError(output, "is a folder; cannot replace it with a zip file")
+        os.replace(package_zip, output)
+        return
+    unpacked = package_zip.parent / "unpacked"
+    extract_zip(package_zip, unpacked)
+    if output.exists():
+        old = package_zip.parent / "previous"
+        os.replace(output, old)  # removed with the staging folder
+    os.replace(unpacked, output)
+
+
+def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = True, sample: np.ndarray | None = None,
+                 name: str | None = None, description: str | None = None, sample_z: float = 0.5,
+                 authors: Sequence[str | dict[str, Any]] | None = None, version: str = "0.1.0",
+                 license: str = "MIT", tags: Sequence[str] | None = None,  # noqa: A002 - the rdf's field name
+                 documentation: str | None = None, figures: Sequence[str | Path] = (),
+                 maintainers: Sequence[str] = (), overwrite: bool = False) -> Path:
+    """``RUN_DIR/final.pt`` -> a BioImage.IO package: a .zip file if ``output`` ends with .zip, else a folder.
+
+    Parameters
+    ----------
+    checkpoint
+        A training checkpoint (read with ``weights_only=True``).
+    output
+        ``NAME.zip`` or a folder (which will hold ``rdf.yaml`` and the files).
+    test
+        Run bioimageio.core's test on the package before writing it (the export refuses on any failed
+        check or warning). ``False`` skips only that test; the runtime parity checks always run.
+    sample
+        Data for the test tensors, sample tensors and cover: a pair ``(2, Y, X)`` of neighbouring slices
+        or a stack ``(Z, Y, X)`` (two slices around its middle, the one between as truth). Centre-cropped
+        to a valid size of at most 256 x 256. Default: a simulated membrane phantom.
+    name, description
+        The rdf's name (letters, digits, ``_+- ()``) and short description; defaults per variant.
+    sample_z
+        ZAugNet+: the DPM value of the test and sample tensors (ZAugNet: always 0.5).
+    authors
+        Names or dicts (``name``, ``affiliation``, ``email``, ``orcid``; no ``github_user``: it needs the
+        GitHub API). Default: the zaugnet project.
+    version, license, tags
+        The rdf's fields (``license`` an SPDX id; ``tags`` replace the defaults).
+    documentation
+        Extra markdown appended to the documentation's ``# Validation`` section (e.g. evaluation tables).
+    figures
+        Image files attached to the package and shown at the end of the documentation.
+    maintainers
+        GitHub user names. bioimageio.spec checks each on the GitHub API, so this needs the network.
+        Without maintainers, bioimageio.spec warns that none is given (:data:`NO_MAINTAINER_WARNING`):
+        that single warning is accepted, every other one refuses the export.
+    overwrite
+        Replace an existing ``output``.
+
+    Returns
+    -------
+    Path
+        ``output``.
+
+    Raises
+    ------
+    InputError
+        For a bad checkpoint, sample or output, a runtime disagreement, or a failed bioimageio test;
+        nothing is written then.
+    """
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise InputError(output, "exists; pass overwrite=True (--overwrite) to replace it")
+    figure_paths = [Path(f) for f in figures]
+    for f in figure_paths:
+        if not f.is_file():
+            raise InputError(f, "figure not found")
+    state = load_checkpoint(checkpoint)
+    config, generator = load_generator(checkpoint)
+    with_dpm = config.net.with_dpm
+    z = float(sample_z) if with_dpm else 0.5
+    if not 0.0 < z < 1.0:
+        raise InputError("sample_z", f"must lie strictly between 0 and 1, got {sample_z}")
+    network = NormalizedStudent(generator.student.eval(), with_dpm, config.data.normalization,
+                                config.data.percentiles).eval()
+    del generator  # the teacher is not exported
+    channel_names = ["slice_0", "slice_1"] + (["dpm"] if with_dpm else [])
+    pair, truth, sample_source = _sample_pair(sample)
+    if truth is not None and z != 0.5:
+        truth, sample_source = None, sample_source.split(" (slice")[0]  # the middle slice is not at z
+    test_input = _model_input(pair, with_dpm, z)
+    test_output = _predict(network, test_input)
+    sample_error = (None if truth is None else
+                    float(np.abs(test_output[0, 0] - truth).mean() / intensity_span(test_input)[0]))
+    default_name, default_description, variant_text = _default_text(config.net.variant)
+    author_list = [{"name": a} if isinstance(a, str) else dict(a) for a in (authors or ["ZAugNet team"])]
+    if any("github_user" in a for a in author_list):
+        raise InputError("authors", "leave out github_user: validating it needs the GitHub API")
+
+    created = [d for d in (output.parent, *output.parent.parents) if not d.exists()]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
+            stage = Path(tmp) / "files"
+            stage.mkdir()
+            torch.save(network.state_dict(), stage / FILES["state_dict"])
+            (stage / FILE_NAME).write_text(architecture_source())
+            save_torchscript(network, stage / FILES["torchscript"])
+            _export_onnx(network, stage / FILES["onnx"], torch.from_numpy(test_input), opset=OPSET)
+            checks = _check_runtimes(network, stage / FILES["torchscript"], stage / FILES["onnx"],
+                                     _check_inputs(pair, with_dpm))
+            np.save(stage / FILES["test_input"], test_input)
+            np.save(stage / FILES["test_output"], test_output)
+            _write_tif(stage / FILES["sample_input"], test_input[0], "CYX")
+            _write_tif(stage / FILES["sample_output"], test_output[0, 0], "YX")
+            _write_cover(stage / FILES["cover"], name or default_name, pair, test_output[0, 0], z, truth)
+            attached = []
+            for f in figure_paths:
+                target = f"figure_{len(attached)}_{f.name}"
+                shutil.copyfile(f, stage / target)
+                attached.append(target)
+            rdf_name = name or default_name
+            (stage / FILES["documentation"]).write_text(_documentation(
+                name=rdf_name, config=config, variant_text=variant_text, channel_names=channel_names, checks=checks,
+                history=list(state.get("history") or []), data_files=[str(d) for d in state.get("data") or []],
+                sample_source=sample_source, sample_error=sample_error, extra=documentation, figures=attached,
+                tested=test))
+            tolerance_abs = float(TOLERANCE * intensity_span(test_input)[0])
+            extra_config = {"checkpoint": {"step": int(state.get("step", 0)), "file": Path(checkpoint).name}}
+            try:
+                descr = _build_description(
+                    stage, name=rdf_name, description=description or default_description, authors=author_list,
+                    version=version, license_id=license, tags=tags or DEFAULT_TAGS, config=config,
+                    channel_names=channel_names, checks=checks, tolerance_abs=tolerance_abs, attachments=attached,
+                    extra_config=extra_config, maintainers=maintainers)
+            except ValueError as err:  # pydantic's ValidationError: a field the user gave is not valid
+                raise InputError(output, f"not a valid BioImage.IO description: {err}") from None
+            except Exception as err:  # noqa: BLE001 - e.g. httpx.ConnectError: a maintainer's GitHub name unverifiable
+                if not maintainers:
+                    raise
+                raise InputError("maintainers", f"cannot verify the GitHub user names {list(maintainers)} "
+                                                f"({err.__class__.__name__}: {err}); this needs the network") from None
+            from bioimageio.spec import save_bioimageio_package
+
+            package_zip = Path(tmp) / "package.zip"
+            save_bioimageio_package(descr, output_path=package_zip)
+            if test:
+                outcome = run_bioimageio_test(package_zip, accept=() if maintainers else (NO_MAINTAINER_WARNING,))
+                if not outcome.passed:
+                    raise InputError(output, "bioimageio.core test did not pass cleanly, nothing written:\n  "
+                                     + "\n  ".join(outcome.problems))
+            _place(package_zip, output, overwrite)
+    except BaseException:
+        for folder in created:  # folders made for the output, deepest first, if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return output

@@ -1,0 +1,23 @@
+"""How close two runtimes' predictions are, in the units that matter to a user."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Largest accepted difference between runtimes, as a fraction of each input pair's intensity range.
+TOLERANCE = 1e-4
+
+
+def intensity_span(inputs: np.ndarray) -> np.ndarray:
+    """Per-sample joint range (max - min) of the two image channels of ``(B, C, Y, X)`` inputs (> 0)."""
+    images = np.asarray(inputs, dtype=np.float64)[:, :2].reshape(len(inputs), -1)
+    return np.maximum(images.max(axis=1) - images.min(axis=1), 1e-12)
+
+
+def relative_error(got: np.ndarray, want: np.ndarray, inputs: np.ndarray) -> float:
+    """Max abs difference of two ``(B, 1, Y, X)`` predictions, per sample relative to the input's range."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise ValueError(f"shapes differ: {got.shape} vs {want.shape}")
+    diff = np.abs(got - want).reshape(len(got), -1).max(axis=1)
+    return float((diff / intensity_span(inputs)).max())
