@@ -1,5 +1,5 @@
 # Two commands for a newcomer on a fresh machine (see README):
-#   make demo   z-augment a bundled sample (for now: simulate a stack and train the small preset briefly)
+#   make demo   simulate stacks, train the small preset briefly, z-augment a stack, evaluate against interpolation
 #   make test   run the whole test suite
 # Both create .venv and install what they need first (CPU torch before the project).
 
@@ -19,10 +19,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/zaugnet simulate -o $(DEMO)/phantom.tif --shape 32 128 128 --z-step 0.6 --overwrite
-	$(BIN)/zaugnet train $(DEMO)/phantom.tif -o $(DEMO)/run --preset small --max-steps 300 \
+	$(BIN)/zaugnet simulate -o $(DEMO)/train/phantom1.tif --shape 24 96 96 --z-step 0.6 --seed 1 --overwrite
+	$(BIN)/zaugnet simulate -o $(DEMO)/train/phantom2.tif --shape 24 96 96 --z-step 0.6 --seed 2 --overwrite
+	$(BIN)/zaugnet simulate -o $(DEMO)/unseen.tif --shape 17 128 128 --z-step 0.6 --seed 42 --overwrite
+	$(BIN)/zaugnet train $(DEMO)/train -o $(DEMO)/run --preset small --max-steps 300 \
 		--set train.val_every=50 --overwrite
-	@echo "Model: $(DEMO)/run/final.pt   training curves: $(DEMO)/run/training_curves.png"
+	$(BIN)/zaugnet predict $(DEMO)/unseen.tif -o $(DEMO)/unseen_x4.tif --model $(DEMO)/run/final.pt \
+		--factor 4 --overwrite
+	$(BIN)/zaugnet evaluate $(DEMO)/unseen.tif -o $(DEMO)/evaluation --model $(DEMO)/run/final.pt --overwrite
+	@echo "z-augmented: $(DEMO)/unseen_x4.tif   figures: $(DEMO)/evaluation/   training curves: $(DEMO)/run/"
 
 test: install
 	$(BIN)/pytest

@@ -13,7 +13,6 @@ from zaugnet.training import io
 from zaugnet.training.errors import InputError
 from zaugnet.training.io import Stack, VoxelSize, find_stacks, iter_volumes, read_stack, write_stack
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 SHAPES = {
     "ZYX": (5, 12, 10),
@@ -457,9 +456,8 @@ REAL_DATA = {
 }
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data folder {SHARED_DATA} is absent")
-def test_shared_data() -> None:
-    files = sorted(SHARED_DATA.glob("*.tif"))
+def test_shared_data(shared_data: Path) -> None:
+    files = sorted(shared_data.glob("*.tif"))
     assert files
     for path in files:
         before = path.stat().st_mtime_ns
