@@ -78,7 +78,9 @@ class DataConfig(_Strict):
 class TrainConfig(_Strict):
     """Optimisation, losses, checkpoints and devices."""
 
-    batch_size: int = Field(16, ge=1, description="per process")
+    batch_size: int = Field(16, ge=1, description="per process and optimiser step")
+    accumulate: int = Field(1, ge=1, description="split each batch into this many micro-batches whose gradients "
+                            "are summed, so a large batch (the paper's 128) fits on fewer or smaller GPUs")
     max_steps: int = Field(20000, ge=1)
     lr: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.5, 0.999)
@@ -92,6 +94,12 @@ class TrainConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N")
     amp: bool = Field(True, description="bfloat16 autocast on CUDA; ignored on CPU")
     num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _whole_micro_batches(self) -> TrainConfig:
+        if self.batch_size % self.accumulate:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of accumulate ({self.accumulate})")
+        return self
 
     @property
     def adversarial(self) -> bool:

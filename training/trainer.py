@@ -28,7 +28,7 @@ from . import __version__
 from .atomic import atomic_path
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, save_yaml
-from .data import Split, TripletSampler, collect_triplets, split_volumes
+from .data import Split, Triplet, TripletSampler, collect_triplets, split_volumes
 from .errors import InputError
 from .figures import plot_training_curves
 from .io import find_stacks, iter_volumes, read_stack
@@ -64,6 +64,19 @@ def load_training_data(paths: Sequence[str | Path], axes: str | None = None) -> 
             names.append(f"{path.name}{':' + label if label else ''}")
             volumes.append(vol)
     return TrainingData(names, volumes)
+
+
+def triplets_for_rank(triplets: Sequence[Triplet], rank: int, world: int) -> list[Triplet]:
+    """The triplets process ``rank`` of ``world`` samples from: whole volumes dealt round-robin to ranks.
+
+    With fewer training volumes than processes every rank samples from all of them (its batches
+    still differ, being seeded by rank).
+    """
+    volumes = sorted({t[0] for t in triplets})
+    if world <= 1 or len(volumes) < world:
+        return list(triplets)
+    mine = set(volumes[rank::world])
+    return [t for t in triplets if t[0] in mine]
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -114,6 +127,7 @@ class Trainer:
             raise InputError("data", "no training triplets: the stacks need at least 3 z-slices outside validation")
         self.sampler = TripletSampler(data.volumes, variant, dc)
         self.val_set = (self.sampler.fixed(self.val_triplets, dc.val_max_samples) if self.val_triplets else None)
+        self.rank_triplets = triplets_for_rank(self.train_triplets, self.rank, self.world)
         self.steps_per_epoch = max(1, math.ceil(len(self.train_triplets) / (tc.batch_size * self.world)))
 
         torch.manual_seed(tc.seed)
@@ -178,35 +192,51 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
+    def _micro(self, module: nn.Module, i: int, n: int):
+        """DistributedDataParallel: average gradients only on the last of ``n`` accumulated micro-batches."""
+        if isinstance(module, DistributedDataParallel) and i < n - 1:
+            return module.no_sync()
+        return nullcontext()
+
     def train_step(self, x: torch.Tensor, gt: torch.Tensor) -> dict[str, float]:
-        """One batch: a critic update (adversarial mode), and a generator update every ``n_critic`` batches."""
+        """One batch: a critic update (adversarial mode), and a generator update every ``n_critic`` batches.
+
+        The batch is split into ``train.accumulate`` equal micro-batches whose gradients are summed
+        before each optimiser step (losses divided accordingly), so the update equals one on the whole
+        batch while only a micro-batch is in memory.
+        """
         tc = self.config.train
+        xs, gts = x.chunk(tc.accumulate), gt.chunk(tc.accumulate)
+        n = len(xs)
         logs: dict[str, float] = {}
         if self.critic is not None:
-            with torch.no_grad(), self._autocast():
-                fake = _unwrap(self.generator).student(x).float()
             alpha_rng = torch.Generator().manual_seed(tc.seed * 1_000_003 + self.step * 101 + self.rank)
-            with self._autocast():
-                loss_d, wdist = critic_loss(self.critic, gt, fake, tc.lambda_gp, alpha_rng)
             self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            for i, (xi, gi) in enumerate(zip(xs, gts)):
+                with torch.no_grad(), self._autocast():
+                    fake = _unwrap(self.generator).student(xi).float()
+                with self._micro(self.critic, i, n), self._autocast():
+                    loss_d, wdist = critic_loss(self.critic, gi, fake, tc.lambda_gp, alpha_rng)
+                    (loss_d / n).backward()
+                logs["loss_d"] = logs.get("loss_d", 0.0) + float(loss_d.detach()) / n
+                logs["wasserstein"] = logs.get("wasserstein", 0.0) + float(wdist) / n
             self.opt_d.step()
-            logs.update(loss_d=float(loss_d.detach()), wasserstein=float(wdist))
         if self.critic is None or (self.step + 1) % tc.n_critic == 0:
-            with self._autocast():
-                out = self.generator(x, gt)
-                rec = self.lap(out["student"].float(), gt)
-                rec_t = self.lap(out["teacher"].float(), gt)
-                loss = rec + rec_t + tc.lambda_distill * out["distill"].float()
-                if self.critic is not None:
-                    adv = -_unwrap(self.critic)(out["student"]).float().mean()
-                    loss = loss + tc.lambda_adv * adv
-                    logs["loss_adv"] = float(adv.detach())
             self.opt_g.zero_grad(set_to_none=True)
-            loss.backward()
+            for i, (xi, gi) in enumerate(zip(xs, gts)):
+                with self._micro(self.generator, i, n), self._autocast():
+                    out = self.generator(xi, gi)
+                    parts = {"loss_rec": self.lap(out["student"].float(), gi),
+                             "loss_teacher": self.lap(out["teacher"].float(), gi),
+                             "loss_distill": out["distill"].float()}
+                    loss = parts["loss_rec"] + parts["loss_teacher"] + tc.lambda_distill * parts["loss_distill"]
+                    if self.critic is not None:
+                        parts["loss_adv"] = -_unwrap(self.critic)(out["student"]).float().mean()
+                        loss = loss + tc.lambda_adv * parts["loss_adv"]
+                    (loss / n).backward()
+                for key, value in {"loss_g": loss, **parts}.items():
+                    logs[key] = logs.get(key, 0.0) + float(value.detach()) / n
             self.opt_g.step()
-            logs.update(loss_g=float(loss.detach()), loss_rec=float(rec.detach()), loss_teacher=float(rec_t.detach()),
-                        loss_distill=float(out["distill"].detach()))
         return logs
 
     @torch.no_grad()
@@ -252,7 +282,7 @@ class Trainer:
                    desc="train", unit="step", dynamic_ncols=True)
         self.generator.train()
         while self.step < tc.max_steps:
-            x, gt = self.sampler.batch(self.train_triplets, tc.batch_size, tc.seed, self.step, self.rank)
+            x, gt = self.sampler.batch(self.rank_triplets, tc.batch_size, tc.seed, self.step, self.rank)
             logs = self.train_step(x.to(self.device), gt.to(self.device))
             self.step += 1
             for k, v in logs.items():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import TINY_SET
+from support import TINY_SET, tiny_config
 
 from zaugnet.cli import main
 from zaugnet.training.checkpoint import load_checkpoint, load_generator
@@ -19,6 +19,7 @@ from zaugnet.training.data import normalize_pair
 from zaugnet.training.io import VoxelSize, write_stack
 from zaugnet.training.metrics import psnr
 from zaugnet.training.phantoms import simulate_stack
+from zaugnet.training.trainer import Trainer, load_training_data, triplets_for_rank
 
 
 def _tiny_args(*extra: str) -> list[str]:
@@ -99,11 +100,12 @@ def test_small_preset_learns_and_beats_linear_interpolation_on_held_out_phantoms
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp(phantom_dir: Path, tmp_path: Path) -> None:
-    """torchrun with 2 CPU processes (gloo), adversarial mode: runs, saves clean keys once."""
+    """torchrun with 2 CPU processes (gloo), adversarial mode, 2 accumulated micro-batches (DDP no_sync):
+    runs, and saves clean keys once."""
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "zaugnet",
            "train", str(phantom_dir), "-o", str(run), "--preset", "small", "--max-steps", "4", "--device", "cpu",
-           *_tiny_args("--set", "train.lambda_adv=0.001", "--set", "train.n_critic=2")]
+           *_tiny_args("--set", "train.lambda_adv=0.001", "--set", "train.n_critic=2", "--set", "train.accumulate=2")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = load_checkpoint(run / "final.pt")
@@ -122,3 +124,28 @@ def test_single_gpu_training_with_amp(phantom_dir: Path, tmp_path: Path) -> None
                  "--device", "cuda", *_tiny_args("--set", "train.lambda_adv=0.001")]) == 0
     _, generator = load_generator(run / "final.pt")
     assert all(torch.isfinite(p).all() for p in generator.parameters())
+
+
+def test_gradient_accumulation_equals_one_large_batch(phantom_dir: Path, tmp_path: Path) -> None:
+    """4 micro-batches of 1 give the weights of one batch of 4 (generator and critic), up to float rounding."""
+    data = load_training_data([phantom_dir])
+    finals = []
+    for accumulate in (1, 4):
+        cfg = tiny_config("zaugnet+", batch_size=4, accumulate=accumulate, lambda_adv=0.001, n_critic=1,
+                          max_steps=2, val_every=100)
+        trainer = Trainer(cfg, data, tmp_path / f"acc{accumulate}")
+        trainer.fit(progress=False)
+        finals.append(trainer.state())
+    for part in ("generator", "critic"):
+        a, b = finals[0][part], finals[1][part]
+        assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a), part
+    first = load_checkpoint(tmp_path / "acc1" / "final.pt")["generator"]
+    init = Trainer(tiny_config("zaugnet+"), data, tmp_path / "init").state()["generator"]
+    assert not all(torch.equal(first[k], init[k]) for k in first)  # the steps did change the weights
+
+
+def test_volumes_are_dealt_to_ranks() -> None:
+    triplets = [(v, 0, 1, 2) for v in range(5)]
+    ranks = [triplets_for_rank(triplets, r, 2) for r in range(2)]
+    assert {t[0] for t in ranks[0]} == {0, 2, 4} and {t[0] for t in ranks[1]} == {1, 3}
+    assert triplets_for_rank(triplets[:1], 1, 2) == triplets[:1]  # fewer volumes than ranks: all
