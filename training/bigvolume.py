@@ -40,6 +40,18 @@ Markers rather than chunk existence, because an all-zero chunk is never written 
 equal to the fill value) and because a block writes several chunks: a killed task leaves no marker and
 is simply redone. Two runs must not work on the same output at the same time.
 
+Memory
+------
+What a run holds does not depend on the volume's size: per worker, one block's slices (with halo) and
+the network's activations for one block (about 200 MB for the test suite's tiny network at 512 + 2 x 128
+px, more for bigger networks: lower ``chunk_yx`` or the workers to fit), plus the per-slice min/max and
+one marker listing per gap. Tasks are handed to dask in bounded waves (threads) or a bounded window
+(distributed), so the task graph does not grow with the volume either. glibc keeps freed memory in
+per-thread arenas; ``MALLOC_ARENA_MAX=2`` shows the working set without that. dask.distributed's nanny
+starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes torch's CPU forward pass about twice
+as slow; on CPU clusters drop it from ``distributed.nanny.pre-spawn-environ``
+(``benchmarks/big_volume.py`` measures both).
+
 Format
 ------
 OME-Zarr NGFF 0.4: a zarr v2 group with ``multiscales`` metadata (axes with types and units, a
@@ -247,9 +259,11 @@ def _open_zarr(path: Path) -> LargeInput:
         raise InputError(path, f"has {n_z} z-slice(s); at least 2 are needed")
     spatial = {a: (float(scale[letters.index(a)]), units.get(a)) for a in "ZYX"}
     known = {u for _, u in spatial.values() if u}
-    if len(known) > 1:  # mixed units: convert to micrometres when possible
+    if len(known) > 1:  # mixed units: convert to micrometres when possible (scale and translation)
         factors = {"nm": 1e-3, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6, "angstrom": 1e-4, "pm": 1e-6}
         if all((u or "um") in factors for _, u in spatial.values()):
+            for a, (_, u) in spatial.items():
+                translation[letters.index(a)] *= factors[u or "um"]
             spatial = {a: (v * factors[u or "um"], "um") for a, (v, u) in spatial.items()}
             known = {"um"}
     unit = known.pop() if len(known) == 1 else ""
@@ -392,7 +406,8 @@ def write_ome_zarr(path: str | Path, stack_or_data: Stack | np.ndarray, axes: st
         if axes is None:
             raise InputError(path, f"axes must be given for {data.ndim}D data")
     axes = axes.upper()
-    if len(axes) != data.ndim or set(axes) - set(NGFF_AXES) or len(set(axes)) != len(axes) or not set("ZYX") <= set(axes):
+    if (len(axes) != data.ndim or set(axes) - set(NGFF_AXES) or len(set(axes)) != len(axes)
+            or not set("ZYX") <= set(axes)):
         raise InputError(path, f"invalid axes {axes!r} for {data.ndim}D data")
     if np.dtype(data.dtype).type not in READABLE_DTYPES:
         raise InputError(path, f"has unsupported data type {data.dtype}")
@@ -540,10 +555,10 @@ def _slice_minmax(_shared: Any, src: _Array, t: int, c: int, z: int, yx: tuple[i
     for y0 in range(0, yx[0], step[0]):
         for x0 in range(0, yx[1], step[1]):
             block = src.read(t, c, (z, z + 1), (y0, min(y0 + step[0], yx[0])), (x0, min(x0 + step[1], yx[1])))
-            lo = min(lo, float(np.float32(block.min())))
-            hi = max(hi, float(np.float32(block.max())))
-            if math.isnan(lo) or math.isnan(hi):
+            b_lo, b_hi = float(np.float32(block.min())), float(np.float32(block.max()))
+            if math.isnan(b_lo) or math.isnan(b_hi):  # (min() with a NaN would drop it)
                 return math.nan, math.nan
+            lo, hi = min(lo, b_lo), max(hi, b_hi)
     return lo, hi
 
 
@@ -616,10 +631,11 @@ class _Executor:
             return obj
         return self.client.scatter(obj, broadcast=True, hash=False)
 
-    def run(self, fn: Callable[..., Any], shared: Any, calls: Iterable[tuple], bar: tqdm | None) -> list[Any]:
-        """Results in the order of ``calls``."""
+    def run(self, fn: Callable[..., Any], shared: Any, calls: Iterable[tuple], bar: tqdm | None, *,
+            collect: bool = True) -> list[Any]:
+        """Results in the order of ``calls`` (none kept with ``collect=False``)."""
         if self.client is not None:
-            return self._run_distributed(fn, shared, calls, bar)
+            return self._run_distributed(fn, shared, calls, bar, collect)
         import dask
         from dask.callbacks import Callback
 
@@ -633,10 +649,12 @@ class _Executor:
                 if not batch:
                     return results
                 kwargs = {} if self.scheduler == "synchronous" else {"num_workers": self.num_workers}
-                results.extend(dask.compute(*batch, scheduler=self.scheduler, **kwargs))
+                done = dask.compute(*batch, scheduler=self.scheduler, **kwargs)
+                if collect:
+                    results.extend(done)
 
     def _run_distributed(self, fn: Callable[..., Any], shared: Any, calls: Iterable[tuple], bar: tqdm | None,
-                         ) -> list[Any]:
+                         collect: bool) -> list[Any]:
         from distributed import as_completed
 
         calls = enumerate(calls)
@@ -654,7 +672,10 @@ class _Executor:
 
         pending = as_completed(submit(limit))
         for future in pending:
-            results[index.pop(future)] = future.result()
+            i = index.pop(future)
+            value = future.result()
+            if collect:
+                results[i] = value
             future.release()
             if bar is not None:
                 bar.update(1)
@@ -863,7 +884,7 @@ def predict_large(input: str | Path, output: str | Path, plan: ZPlan, method: st
                 dst_path = partial / "0" if last else work / f"pass{number}.zarr"
                 dst = _Array("zarr", str(dst_path), out_axes, token, writable=True)
                 if not last and not dst_path.exists():
-                    shape = [{"Z": 2 * n_src - 1}.get(a, info.size(a)) for a in out_axes]
+                    shape = [len(pos) if a == "Z" else info.size(a) for a in out_axes]
                     _create_array(dst_path, shape, np.float32, _default_chunks(out_axes, shape, chunk_yx), fast=True)
                 job = _Pass(number, src, dst, n_src, (h, w), chunk_yx, halo,
                             "model" if model is not None else str(method),
@@ -875,6 +896,9 @@ def predict_large(input: str | Path, output: str | Path, plan: ZPlan, method: st
                 if number > 1:  # the previous intermediate is no longer needed
                     shutil.rmtree(work / f"pass{number - 1}.zarr", ignore_errors=True)
                 src, n_src = dst, len(pos)
+    except InputError:  # a bad input (NaN / inf found by the first pass): nothing worth resuming
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     finally:
         _forget(token)
     _finish(partial, work, output, resumed)
@@ -938,25 +962,29 @@ def _run_pass(job: _Pass, positions: np.ndarray, n_passes: int, n_t: int, n_c: i
         norms = _pair_ranges(job, gaps, n_t, n_c, model, executor, work, input_path, progress, label)
 
     done_dir = Path(job.done_dir)
-    done = set()
-    if done_dir.exists():
-        for sub in done_dir.iterdir():
-            for marker in sub.iterdir():
-                done.add((sub.name, marker.name))
-    all_tasks = [(t, c, g, by, bx) for t in range(n_t) for c in range(n_c) for g in gaps
-                 for by in range(n_by) for bx in range(n_bx)]
-    todo = [task for task in all_tasks if (f"t{task[0]}c{task[1]}g{task[2].gap}", f"{task[3]}_{task[4]}") not in done]
-    reused = len(all_tasks) - len(todo)
+    total = n_t * n_c * len(gaps) * n_by * n_bx
+    reused = sum(len(os.listdir(sub)) for sub in done_dir.iterdir()) if done_dir.exists() else 0
     if reused:
-        message = f"resuming {Path(job.done_dir).parents[2]}: {label}{reused} of {len(all_tasks)} blocks already done"
+        message = f"resuming {done_dir.parents[2]}: {label}{reused} of {total} blocks already done"
         log.info(message)
         if progress:
             print(message, file=sys.stderr)
-    calls = ((job, t, c, g, norms.get((t, c, g.gap)), by, bx) for t, c, g, by, bx in todo)
-    with tqdm(total=len(all_tasks), initial=reused, desc=f"{label}blocks", unit="block", disable=not progress,
+
+    def calls() -> Iterator[tuple]:  # lazily, one gap's markers at a time: memory does not grow with the volume
+        for t in range(n_t):
+            for c in range(n_c):
+                for g in gaps:
+                    folder = _marker(job.done_dir, t, c, g.gap, 0, 0).parent
+                    finished = set(os.listdir(folder)) if folder.exists() else set()
+                    for by in range(n_by):
+                        for bx in range(n_bx):
+                            if f"{by}_{bx}" not in finished:
+                                yield job, t, c, g, norms.get((t, c, g.gap)), by, bx
+
+    with tqdm(total=total, initial=reused, desc=f"{label}blocks", unit="block", disable=not progress,
               leave=False) as bar:
-        executor.run(_block_task_entry, shared_model, calls, bar)
-    log.info("%scomputed %d blocks (%d reused)", label, len(todo), reused)
+        executor.run(_block_task_entry, shared_model, calls(), bar, collect=False)
+    log.info("%scomputed %d blocks (%d reused)", label, total - reused, reused)
 
 
 def _block_task_entry(model: Any, *args: Any) -> int:
@@ -965,7 +993,8 @@ def _block_task_entry(model: Any, *args: Any) -> int:
 
 
 def _pair_ranges(job: _Pass, gaps: list[_Gap], n_t: int, n_c: int, model: ModelInterpolator, executor: _Executor,
-                 work: Path, input_path: Path, progress: bool, label: str) -> dict[tuple[int, int, int], tuple[float, float]]:
+                 work: Path, input_path: Path, progress: bool, label: str,
+                 ) -> dict[tuple[int, int, int], tuple[float, float]]:
     """``(lo, scale)`` of every pair the model sees, from a first pass over whole slices (saved for resume)."""
     h, w = job.yx
     cache = work / f"ranges_p{job.number}.json"

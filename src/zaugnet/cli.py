@@ -119,18 +119,33 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         raise InputError(out, "exists; pass --overwrite to replace it")
     if (args.model is None) == (args.method is None):
         raise InputError("--model/--method", "give exactly one: a trained model (--model) or --method linear|cubic")
-    stack = read_stack(src, axes=args.axes, min_slices=2)
-    n_z = stack.data.shape[stack.axes.index("Z")]
-    plan = make_plan(n_z, stack.voxel_size.z, factor=args.factor, z_positions=args.z_positions,
+    large = out.suffix == ".zarr" or src.suffix == ".zarr"
+    if large:  # out of core: OME-Zarr (or a memory-mapped TIFF) in, OME-Zarr out, block by block with dask
+        from zaugnet.training.bigvolume import open_large, predict_large
+
+        if out.suffix != ".zarr":
+            raise InputError(out, "an OME-Zarr input is written as OME-Zarr: give an output ending in .zarr")
+        info = open_large(src, args.axes)
+        n_z, z_spacing = info.n_z, info.voxel_size.z
+    else:
+        stack = read_stack(src, axes=args.axes, min_slices=2)
+        n_z, z_spacing = stack.data.shape[stack.axes.index("Z")], stack.voxel_size.z
+    plan = make_plan(n_z, z_spacing, factor=args.factor, z_positions=args.z_positions,
                      target_spacing=args.target_spacing, input_z=_input_z(args.input_z))
     method = args.method or _load_model(args.model, device=_device(args.device), batch_size=args.batch_size,
                                         tile=args.tile, halo=args.halo)
-    result = augment_stack(stack, plan, method, progress=not args.quiet)
-    write_stack(out, result, overwrite=args.overwrite)
+    if large:
+        predict_large(src, out, plan, method, chunk_yx=args.tile, halo=args.halo, num_workers=args.workers,
+                      progress=not args.quiet, overwrite=args.overwrite)
+        dtype = "OME-Zarr"
+    else:
+        result = augment_stack(stack, plan, method, progress=not args.quiet)
+        write_stack(out, result, overwrite=args.overwrite)
+        dtype = str(result.data.dtype)
     if plan.note:
         print(f"note: {plan.note}", file=sys.stderr)
     z = f", z voxel size {plan.z_spacing:g}" if plan.z_spacing else ""
-    print(f"wrote {out}: {n_z} -> {len(plan.positions)} slices ({result.data.dtype}{z})")
+    print(f"wrote {out}: {n_z} -> {len(plan.positions)} slices ({dtype}{z})")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -270,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="z-augment a stack with a model or a classical interpolation")
     pr.add_argument("input", help="TIFF / OME-TIFF stack (3D, 4D t-z-y-x, or multichannel z-c-y-x)")
-    pr.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF)")
+    pr.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF), or "
+                    ".zarr for OME-Zarr written out of core block by block (resumable)")
     pr.add_argument("--model", help="trained model: a checkpoint (RUN_DIR/final.pt), a BioImage.IO package "
                     "(zip or folder), a URL to one, or a model-zoo id")
     pr.add_argument("--method", choices=["linear", "cubic"], help="classical axial interpolation instead")
@@ -285,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tile", type=int, default=512, help="tile side in pixels (multiple of 16)")
     pr.add_argument("--halo", type=int, default=128, help="context around each tile in pixels")
     pr.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
+    pr.add_argument("--workers", type=int, help="OME-Zarr output: dask worker threads (default: automatic)")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
