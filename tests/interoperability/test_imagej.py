@@ -1,0 +1,476 @@
+"""The Fiji macros ``fiji_macros/zaugnet.ijm`` and ``zaugnet_plus.ijm`` run in real ImageJ, against ``zaugnet predict``.
+
+What is real and what stands in:
+
+- ImageJ is real: Debian's ImageJ 1.53t (``/usr/share/java/ij.jar``) runs each macro as
+  ``xvfb-run -a java -jar ij.jar -batch MACRO "key=value ..."`` (ImageJ 1.53t needs a display for ``run(...)``).
+  Everything the macros do (argument parsing, checks, 2- and 3-channel pair images, mirror padding, TIFF files,
+  passes and interleaving, bit-depth conversion, voxel size, clean-up) runs for real; once more with ImageJ's
+  window (``-macro``), where the macros take their parameters from their dialog.
+- deepImageJ is NOT: it (and the Java engines it downloads) cannot be installed here (no Fiji, no Maven). Its
+  ``DeepImageJ Run`` command is answered by a test-only ImageJ plugin, ``imagej/DeepImageJ_Run.java``, compiled
+  here against ij.jar. It honours deepImageJ's documented file contract (``model_path``, ``input_path`` or the
+  current image, ``output_folder``, output ``<title>_<output tensor id>.tif``; channels -> channel axis, slices ->
+  batch axis) and computes with the real ``bioimageio predict`` command line on the SAME exported package
+  (TorchScript weights, the format deepImageJ runs). No number is faked.
+- With ``FIJI_HOME`` pointing to a Fiji.app that has deepImageJ, an opt-in test runs the same macros through
+  pyimagej with the real deepImageJ; it skips, saying so, elsewhere.
+
+Every macro result is compared with ``zaugnet predict INPUT --model PACKAGE`` on the same input: same shape and
+dtype, original slices identical, predicted slices within the export tolerance (1e-4 of the intensity range,
+plus 1 for integer rounding), voxel depth divided by the factor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from zaugnet.cli import main
+from zaugnet.export.parity import TOLERANCE
+from zaugnet.training.io import VoxelSize, read_stack, write_stack
+from zaugnet.training.phantoms import simulate_stack
+
+pytestmark = pytest.mark.imagej
+
+ROOT = Path(__file__).resolve().parents[2]
+MACROS = ROOT / "fiji_macros"
+ZAUGNET_IJM = MACROS / "zaugnet.ijm"
+PLUS_IJM = MACROS / "zaugnet_plus.ijm"
+HERE = Path(__file__).resolve().parent / "imagej"
+STANDIN_SOURCE = HERE / "DeepImageJ_Run.java"
+IJ_JAR = Path("/usr/share/java/ij.jar")
+BIOIMAGEIO = Path(sys.executable).with_name("bioimageio")
+#: Seconds for one ImageJ run (each pair costs one ``bioimageio predict`` call, about 4 s on 2 cores). A macro
+#: error makes ImageJ 1.53t show an error dialog (under Xvfb) and wait forever: the timeout ends such runs.
+RUN_TIMEOUT = 150
+
+
+# ------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="session")
+def imagej() -> Path:
+    """ij.jar, or a skip naming what is missing (Debian: ``apt-get install -y imagej xvfb xauth``)."""
+    missing = [what for what, ok in (
+        (str(IJ_JAR), IJ_JAR.is_file()), ("java", shutil.which("java")), ("javac", shutil.which("javac")),
+        ("xvfb-run", shutil.which("xvfb-run")), ("xauth", shutil.which("xauth")),
+    ) if not ok]
+    if missing:
+        pytest.skip(f"ImageJ macro tests need {', '.join(missing)} "
+                    "(Debian: apt-get install -y imagej xvfb xauth, with a JDK for javac)")
+    if not BIOIMAGEIO.is_file():
+        pytest.skip(f"the bioimageio command line is not beside this Python ({BIOIMAGEIO})")
+    return IJ_JAR
+
+
+@pytest.fixture(scope="session")
+def standin(imagej: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plugins.dir whose ``plugins/`` holds the compiled test-only ``DeepImageJ_Run`` (stands in for deepImageJ)."""
+    root = tmp_path_factory.mktemp("dij_standin")
+    (root / "plugins").mkdir()
+    done = subprocess.run(["javac", "-cp", str(imagej), "-d", str(root / "plugins"), str(STANDIN_SOURCE)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (root / "plugins" / "DeepImageJ_Run.class").is_file()
+    return root
+
+
+@pytest.fixture(scope="session")
+def fiji_home() -> str:
+    """FIJI_HOME (a Fiji.app with deepImageJ), or a skip saying it is not set."""
+    fiji = os.environ.get("FIJI_HOME")
+    if not fiji:
+        pytest.skip("FIJI_HOME is not set: no Fiji.app with deepImageJ here (set FIJI_HOME=/path/to/Fiji.app "
+                    "and pip install pyimagej to run the macros with the real deepImageJ)")
+    if not Path(fiji).is_dir():
+        pytest.fail(f"FIJI_HOME={fiji} is not a folder")
+    pytest.importorskip("imagej", reason="pyimagej is not installed (pip install pyimagej)")
+    return fiji
+
+
+@pytest.fixture(scope="session")
+def no_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plugins.dir with an empty ``plugins/``: ImageJ without deepImageJ."""
+    root = tmp_path_factory.mktemp("no_plugins")
+    (root / "plugins").mkdir()
+    return root
+
+
+@pytest.fixture(scope="session")
+def fiji_packages(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``variant -> package FOLDER`` (deepImageJ takes a folder), exported with ``zaugnet export``."""
+    out = tmp_path_factory.mktemp("fiji_packages")
+    folders = {}
+    for variant, checkpoint in tiny_checkpoints.items():
+        folder = out / variant.replace("+", "_plus")
+        assert main(["export", str(checkpoint), "-o", str(folder)]) == 0
+        assert (folder / "rdf.yaml").is_file()
+        folders[variant] = folder
+    return folders
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _opt(value: object) -> str:
+    text = str(value)
+    return f"[{text}]" if " " in text else text
+
+
+def macro_args(**options: object) -> str:
+    """``key=value`` macro argument (``[...]`` around values with spaces)."""
+    return " ".join(f"{key}={_opt(value)}" for key, value in options.items())
+
+
+def _java(plugins: Path, tmp: Path) -> list[str]:
+    """java with ImageJ's plugins.dir, a private java.io.tmpdir and user.home (ImageJ writes its preferences
+    there), and the bioimageio executable for the stand-in."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    return ["xvfb-run", "-a", "java", f"-Dplugins.dir={plugins}", f"-Djava.io.tmpdir={tmp}", f"-Duser.home={tmp}",
+            f"-Dzaugnet.bioimageio={BIOIMAGEIO}", "-jar", str(IJ_JAR)]
+
+
+def _communicate(cmd: list[str], tmp: Path) -> str:
+    # own process group: on a timeout, xvfb-run, Xvfb and java are all stopped (killing xvfb-run alone orphans them)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"ImageJ did not finish within {RUN_TIMEOUT} s (an error dialog of the macro interpreter waits "
+                    f"forever under Xvfb); output so far:\n{out}")
+    return out
+
+
+def run_imagej(macro: Path, args: str, plugins: Path, tmp: Path) -> str:
+    """Run ``macro`` with ``args`` in ImageJ 1.53t (-batch, under Xvfb); return stdout + stderr.
+
+    ``plugins`` is ImageJ's plugins.dir; ``tmp`` becomes java.io.tmpdir (where the macro keeps its pair files),
+    user.home and the working directory, so a test can check nothing is left behind.
+    """
+    return _communicate(_java(plugins, tmp) + ["-batch", str(macro), args], tmp)
+
+
+def run_imagej_window(code: str, plugins: Path, tmp: Path) -> str:
+    """Run macro ``code`` in ImageJ 1.53t WITH its main window (-macro, under Xvfb), as a user's Fiji would;
+    return the Log window's text. The code must not end in an error (its dialog would wait for a click)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    log = tmp / "log.txt"
+    caller = tmp / "caller.ijm"
+    caller.write_text(code + f'\nFile.saveString(getInfo("log"), "{log}");\nrun("Quit");\n')
+    out = _communicate(_java(plugins, tmp) + ["-macro", str(caller)], tmp)
+    assert log.is_file(), out
+    return log.read_text()
+
+
+_CALL = re.compile(r"DeepImageJ Run \(test stand-in\): (\S+) -> input \((\d+), (\d+), (\d+), (\d+)\), "
+                   r"channel ranges((?: \[\S+, \S+\])+) -> bioimageio predict -> (\S+)")
+
+
+def assert_calls(log: str, count: int, shape: tuple[int, int, int, int], dpm: list[float] | None = None) -> None:
+    """deepImageJ was called ``count`` times, each on ONE image that became a ``shape`` (batch, channel, y, x)
+    tensor (the pair as channels, not slices), and wrote ``<title>_<output id>.tif``; ZAugNet+: the third
+    channel was the constant ``dpm`` value of each call, in order."""
+    calls = _CALL.findall(log)
+    assert len(calls) == count, log
+    for k, (title, *dims, ranges, written) in enumerate(calls):
+        assert tuple(int(d) for d in dims) == shape
+        assert written == f"{title}_output.tif"
+        if dpm is not None:
+            lo, hi = (float(v) for v in re.findall(r"\[(\S+), (\S+)\]", ranges)[2])
+            assert lo == hi == np.float32(dpm[k]), (k, lo, hi, dpm[k])
+
+
+def leftovers(tmp: Path) -> list[str]:
+    """Temporary files or folders of the macros or the stand-in still in ``tmp``."""
+    return sorted(p.name for p in tmp.iterdir() if p.name.startswith(("zaugnet_tmp_", "dij_standin_")))
+
+
+def check_parity(result: Path, source: Path, package: Path, options: list[str], step: int, tmp: Path) -> None:
+    """The macro's ``result`` against ``zaugnet predict source --model package *options``."""
+    reference = tmp / "reference.tif"
+    assert main(["predict", str(source), "-o", str(reference), "--model", str(package), *options, "--quiet",
+                 "--device", "cpu"]) == 0
+    got, want = read_stack(result, min_slices=2), read_stack(reference, min_slices=2)
+    given = read_stack(source, min_slices=2)
+    n = given.data.shape[0]
+    assert got.data.shape == want.data.shape == ((n - 1) * step + 1, *given.data.shape[1:])
+    assert got.data.dtype == want.data.dtype == given.data.dtype
+    np.testing.assert_array_equal(got.data[::step], given.data)  # original slices copied exactly
+    new = np.ones(got.data.shape[0], bool)
+    new[::step] = False
+    span = float(given.data.max()) - float(given.data.min())
+    integer = np.issubdtype(given.data.dtype, np.integer)
+    diff = np.abs(got.data[new].astype(np.float64) - want.data[new].astype(np.float64))
+    assert diff.max() <= TOLERANCE * span + (1 if integer else 0), (diff.max(), span)
+    assert float(np.std(got.data[new])) > 0  # real predictions, not an empty slice
+    assert got.voxel_size.z == pytest.approx(given.voxel_size.z / step, rel=1e-5)
+    assert want.voxel_size.z == pytest.approx(given.voxel_size.z / step, rel=1e-5)
+    assert (got.voxel_size.y, got.voxel_size.x) == pytest.approx((given.voxel_size.y, given.voxel_size.x), rel=1e-5)
+
+
+def real_crop(shared: Path, name: str, z: slice, tmp: Path, dtype: str | None = None) -> Path:
+    """A small crop (64 x 64 in XY around the centre, a few slices) of a real stack from the shared data."""
+    stack = read_stack(shared / name)
+    data = stack.data[z]
+    y0, x0 = (data.shape[1] - 64) // 2, (data.shape[2] - 64) // 2
+    crop = np.ascontiguousarray(data[:, y0:y0 + 64, x0:x0 + 64])
+    if dtype is not None:
+        assert crop.min() >= np.iinfo(dtype).min and crop.max() <= np.iinfo(dtype).max
+        crop = crop.astype(dtype)
+    path = tmp / f"{Path(name).stem}_crop.tif"
+    voxel = stack.voxel_size if stack.voxel_size.z else VoxelSize(0.2, 0.056, 0.056)
+    write_stack(path, crop, "ZYX", voxel)
+    return path
+
+
+def synthetic(path: Path, shape: tuple[int, int, int], dtype: str, seed: int) -> Path:
+    data = simulate_stack(shape, kind="nuclei", seed=seed, z_step_um=0.6, xy_step_um=0.2, dtype=dtype)
+    write_stack(path, data, "ZYX", VoxelSize(0.6, 0.2, 0.2))
+    return path
+
+
+# ------------------------------------------------------------------------------------ the macros' text
+def _shared_block(path: Path) -> str:
+    text = path.read_text()
+    start = text.index("// ==== shared helpers")
+    return text[start:text.index("// ==== end of shared helpers ====", start)]
+
+
+def test_macros_share_their_helpers_and_call_deepimagej_in_one_place() -> None:
+    """Both macros carry the same helper block, and deepImageJ is called from exactly one function."""
+    assert _shared_block(ZAUGNET_IJM) == _shared_block(PLUS_IJM)
+    for path in (ZAUGNET_IJM, PLUS_IJM):
+        text = path.read_text()
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+        assert code.count('"DeepImageJ Run"') == 2  # the call, and the installed-command check
+        assert code.count('run("DeepImageJ Run"') == 1
+        call = re.search(r"function zaRunDeepImageJ\(model, file, outDir\) \{\n(.*?)\n\}", text, re.S)
+        assert call and 'run("DeepImageJ Run", "model_path="' in call.group(1)
+        assert "input_path=" in call.group(1) and "output_folder=" in call.group(1)
+        assert "display_output=null" in call.group(1)
+        assert "master / 3.1.x" in text  # the deepImageJ versions it was written for
+
+
+# ------------------------------------------------------------------------------------ parity
+def test_zaugnet_factor2_on_a_real_stack(standin: Path, fiji_packages: dict[str, Path], shared_data: Path,
+                                         tmp_path: Path) -> None:
+    """ZAugNet, factor 2 (one pass, 4 pairs), on a real uint16 stack (5 x 64 x 64 crop)."""
+    source = real_crop(shared_data, "mitograph_yeast_mito_test001.tif", slice(18, 23), tmp_path)
+    out = tmp_path / "out dir" / "x2.tif"  # a space in the path: bracketed macro arguments
+    out.parent.mkdir()
+    log = run_imagej(ZAUGNET_IJM, macro_args(model=fiji_packages["zaugnet"], input=source, factor=2, output=out),
+                     standin, tmp_path / "ij")
+    assert out.is_file(), log
+    assert "zaugnet.ijm: wrote" in log
+    assert_calls(log, 4, (1, 2, 64, 64))
+    check_parity(out, source, fiji_packages["zaugnet"], ["--factor", "2"], 2, tmp_path)
+    assert leftovers(tmp_path / "ij") == []
+
+
+def test_zaugnet_factor4_on_a_16bit_synthetic_stack_of_an_invalid_size(
+        standin: Path, fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+    """ZAugNet, factor 4 (two passes), uint16, 40 x 50 slices: the macro mirror-pads to 48 x 64 for the model
+    (bioimageio accepts 32 + n*16 only) and crops back, matching the network's own padding."""
+    source = synthetic(tmp_path / "nuclei16.tif", (2, 40, 50), "uint16", seed=5)
+    out = tmp_path / "x4.tif"
+    log = run_imagej(ZAUGNET_IJM, macro_args(model=fiji_packages["zaugnet"], input=source, factor=4, output=out),
+                     standin, tmp_path / "ij")
+    assert out.is_file(), log
+    assert_calls(log, 1 + 2, (1, 2, 48, 64))  # pass 1: one pair, pass 2: two pairs; padded to valid sizes
+    check_parity(out, source, fiji_packages["zaugnet"], ["--factor", "4"], 4, tmp_path)
+    with tifffile.TiffFile(out) as tif:  # an ImageJ z-stack, not channels or frames
+        assert tif.is_imagej and tif.imagej_metadata.get("slices") == 5
+        assert tif.imagej_metadata.get("channels", 1) == 1 and tif.imagej_metadata.get("frames", 1) == 1
+    assert leftovers(tmp_path / "ij") == []
+
+
+def test_zaugnet_plus_factor3_on_a_real_8bit_stack(standin: Path, fiji_packages: dict[str, Path],
+                                                   shared_data: Path, tmp_path: Path) -> None:
+    """ZAugNet+, factor 3 (z = 1/3, 2/3 in each of 2 gaps), on a real 8-bit stack (chromosomes, 3 x 64 x 64)."""
+    source = real_crop(shared_data, "neubias_chromosomes.tif", slice(18, 21), tmp_path, dtype="uint8")
+    out = tmp_path / "x3.tif"
+    log = run_imagej(PLUS_IJM, macro_args(model=fiji_packages["zaugnet+"], input=source, factor=3, output=out),
+                     standin, tmp_path / "ij")
+    assert out.is_file(), log
+    assert "zaugnet_plus.ijm: wrote" in log
+    assert_calls(log, 2 * 2, (1, 3, 64, 64), dpm=[1 / 3, 2 / 3] * 2)  # 2 gaps x 2 positions, [slice_0, slice_1, dpm]
+    check_parity(out, source, fiji_packages["zaugnet+"], ["--factor", "3"], 3, tmp_path)
+    assert leftovers(tmp_path / "ij") == []
+
+
+def test_zaugnet_plus_positions_on_the_current_32bit_image(standin: Path, fiji_packages: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """ZAugNet+ at z = 0.25, 0.5, 0.75 on the CURRENT image (opened by a calling macro), 32-bit: the caller's
+    image stays open and unchanged beside the result."""
+    source = synthetic(tmp_path / "nuclei32.tif", (2, 48, 48), "float32", seed=6)
+    out = tmp_path / "z.tif"
+    caller = tmp_path / "caller.ijm"
+    args = macro_args(model=fiji_packages["zaugnet+"], positions="0.25,0.5,0.75", output=out)
+    caller.write_text(f'open("{source}");\nrunMacro("{PLUS_IJM}", "{args}");\n'
+                      'titles = ""; for (i = 1; i <= nImages; i++) { selectImage(i); titles = titles + getTitle() + ";"; }\n'
+                      'print("open images: " + titles);\n')
+    log = run_imagej(caller, "", standin, tmp_path / "ij")
+    assert out.is_file(), log
+    assert "open images: nuclei32.tif;z.tif;" in log
+    assert_calls(log, 3, (1, 3, 48, 48), dpm=[0.25, 0.5, 0.75])
+    check_parity(out, source, fiji_packages["zaugnet+"], ["--z-positions", "0.25", "0.5", "0.75"], 4, tmp_path)
+    assert leftovers(tmp_path / "ij") == []
+
+
+@pytest.mark.parametrize(("macro", "variant", "choice", "options", "step"), [
+    (ZAUGNET_IJM, "zaugnet", "factor=4", ["--factor", "4"], 4),
+    (PLUS_IJM, "zaugnet+", "positions=0.25,0.5,0.75", ["--z-positions", "0.25", "0.5", "0.75"], 4),
+], ids=["zaugnet_factor4", "zaugnet_plus_positions"])
+def test_the_dialog_with_imagej_s_window(macro: Path, variant: str, choice: str, options: list[str], step: int,
+                                         standin: Path, fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+    """Interactive use: ImageJ with its window, a stack open, the macro run from Plugins > Macros > Run... with
+    no argument, so it asks with its dialog (answered here by the macro options of that command, as ImageJ does
+    for recorded dialogs); the result is left open as a new image next to the original."""
+    source = synthetic(tmp_path / "stack16.tif", (2, 32, 48), "uint16", seed=8)
+    out = tmp_path / "dialog_result.tif"
+    code = (f'open("{source}");\n'
+            f'run("Run...", "run=[{macro}] model=[{fiji_packages[variant]}] {choice}");\n'
+            'titles = ""; for (i = 1; i <= nImages; i++) { selectImage(i); titles = titles + getTitle() + ";"; }\n'
+            'print("open images: " + titles);\n'
+            f'selectImage(nImages); saveAs("Tiff", "{out}");\n')
+    log = run_imagej_window(code, standin, tmp_path / "ij")
+    suffix = "_zaugnet_x4" if variant == "zaugnet" else "_zaugnet_plus_z3"
+    assert f"open images: stack16.tif;stack16{suffix};" in log, log
+    assert_calls(log, 3, (1, 2 if variant == "zaugnet" else 3, 32, 48))
+    check_parity(out, source, fiji_packages[variant], options, step, tmp_path)
+    assert leftovers(tmp_path / "ij") == []
+
+
+# ------------------------------------------------------------------------------------ refusals
+@pytest.mark.parametrize("macro", [ZAUGNET_IJM, PLUS_IJM], ids=["zaugnet", "zaugnet_plus"])
+def test_without_deepimagej_the_macro_stops_with_a_clear_message(
+        macro: Path, imagej: Path, no_plugins: Path, fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+    """ImageJ without deepImageJ: a clear message, no result file, nothing left behind."""
+    source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
+    variant = "zaugnet" if macro == ZAUGNET_IJM else "zaugnet+"
+    out = tmp_path / "out.tif"
+    log = run_imagej(macro, macro_args(model=fiji_packages[variant], input=source, factor=2, output=out),
+                     no_plugins, tmp_path / "ij")
+    assert f"{macro.name}: error: deepImageJ is not installed" in log
+    assert "Manage update sites" in log  # says how to install it
+    assert not out.exists()
+    assert leftovers(tmp_path / "ij") == []
+
+
+def _zip_of(folder: Path, tmp: Path) -> Path:
+    return Path(shutil.make_archive(str(tmp / "package"), "zip", folder))
+
+
+@pytest.mark.parametrize("case", ["missing", "no_rdf", "zip", "none_given"])
+def test_a_wrong_model_folder_is_refused(case: str, standin: Path, fiji_packages: dict[str, Path],
+                                         tmp_path: Path) -> None:
+    source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
+    empty = tmp_path / "empty_model"
+    empty.mkdir()
+    (empty / "README.md").write_text("not a package")
+    model, expected = {
+        "missing": (tmp_path / "no_such_folder", "model folder .* not found"),
+        "no_rdf": (empty, "wrong model folder .*: no rdf.yaml in it"),
+        "zip": (_zip_of(fiji_packages["zaugnet"], tmp_path), "model .* is a zip file; deepImageJ takes the package as a FOLDER"),
+        "none_given": ("", "no model folder given"),
+    }[case]
+    out = tmp_path / "out.tif"
+    options = {"input": source, "factor": 2, "output": out}
+    if model != "":
+        options = {"model": model, **options}
+    log = run_imagej(ZAUGNET_IJM, macro_args(**options), standin, tmp_path / "ij")
+    assert re.search("zaugnet.ijm: error: " + expected, log), log
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["one_slice", "channels", "frames"])
+@pytest.mark.parametrize("macro", [ZAUGNET_IJM, PLUS_IJM], ids=["zaugnet", "zaugnet_plus"])
+def test_an_image_that_is_not_a_z_stack_is_refused(case: str, macro: Path, standin: Path,
+                                                   fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    source = tmp_path / f"{case}.tif"
+    if case == "one_slice":
+        tifffile.imwrite(source, rng.integers(0, 4000, (1, 40, 40), dtype=np.uint16), imagej=True,
+                         metadata={"axes": "ZYX"})
+        expected = "is not a z-stack: it has 1 slice"
+    elif case == "channels":
+        tifffile.imwrite(source, rng.integers(0, 4000, (4, 2, 40, 40), dtype=np.uint16), imagej=True,
+                         metadata={"axes": "ZCYX"})
+        expected = "is not a z-stack: it has 2 channels"
+    else:
+        tifffile.imwrite(source, rng.integers(0, 4000, (3, 4, 40, 40), dtype=np.uint16), imagej=True,
+                         metadata={"axes": "TZYX"})
+        expected = "is not a z-stack: it has 3 time points"
+    variant = "zaugnet" if macro == ZAUGNET_IJM else "zaugnet+"
+    out = tmp_path / "out.tif"
+    log = run_imagej(macro, macro_args(model=fiji_packages[variant], input=source, factor=2, output=out),
+                     standin, tmp_path / "ij")
+    assert f"{macro.name}: error: {case}.tif {expected}" in log, log
+    assert not out.exists()
+    assert leftovers(tmp_path / "ij") == []
+
+
+@pytest.mark.parametrize(("macro", "variant", "options", "expected"), [
+    (ZAUGNET_IJM, "zaugnet", {"factor": 3}, "factor 3: ZAugNet predicts midpoints only"),
+    (ZAUGNET_IJM, "zaugnet+", {"factor": 2}, "is a ZAugNet\\+ package .*use zaugnet_plus.ijm"),
+    (PLUS_IJM, "zaugnet", {"factor": 2}, "is a ZAugNet package .*use zaugnet.ijm"),
+    (PLUS_IJM, "zaugnet+", {"positions": "0.5,0.25"}, "need increasing values"),
+    (PLUS_IJM, "zaugnet+", {"positions": "0.5,1.2"}, "strictly between 0 and 1"),
+    (PLUS_IJM, "zaugnet+", {"factor": 2, "positions": "0.5"}, "give only one of factor= and positions="),
+    (ZAUGNET_IJM, "zaugnet", {"fcator": 2}, "unknown key 'fcator'"),
+], ids=["zaugnet_factor3", "zaugnet_gets_plus_model", "plus_gets_zaugnet_model", "positions_order",
+        "positions_range", "factor_and_positions", "typo"])
+def test_bad_parameters_are_refused(macro: Path, variant: str, options: dict, expected: str, standin: Path,
+                                    fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+    source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
+    out = tmp_path / "out.tif"
+    log = run_imagej(macro, macro_args(model=fiji_packages[variant], input=source, output=out, **options),
+                     standin, tmp_path / "ij")
+    assert re.search(f"{macro.name}: error: .*{expected}", log), log
+    assert not out.exists()
+
+
+def test_a_failing_deepimagej_run_leaves_no_half_built_result(standin: Path, fiji_packages: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    """deepImageJ fails on the first pair (here: a package whose weights were damaged, so bioimageio refuses
+    it): the macro stops with a clear message, writes no result and removes its temporary files."""
+    broken = tmp_path / "broken_model"
+    shutil.copytree(fiji_packages["zaugnet"], broken)
+    weights = broken / "zaugnet_torchscript.pt"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
+    out = tmp_path / "out.tif"
+    log = run_imagej(ZAUGNET_IJM, macro_args(model=broken, input=source, factor=2, output=out, wait=2),
+                     standin, tmp_path / "ij")
+    assert "DeepImageJ Run (test stand-in): error: bioimageio predict exited with" in log
+    assert "zaugnet.ijm: error: deepImageJ wrote no output for slices 1-2" in log, log
+    assert not out.exists()
+    assert leftovers(tmp_path / "ij") == []
+
+
+# ------------------------------------------------------------------------------------ real Fiji (opt-in)
+def test_in_a_real_fiji_with_deepimagej_through_pyimagej(fiji_home: str, fiji_packages: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    """Opt-in: the same macros in a real Fiji.app with deepImageJ installed (its PyTorch engine too), driven by
+    pyimagej (``imagej.init(FIJI_HOME, mode="headless")``), against ``zaugnet predict``. Set FIJI_HOME."""
+    source16 = synthetic(tmp_path / "nuclei16.tif", (3, 64, 64), "uint16", seed=7)
+    cases = [
+        (ZAUGNET_IJM, "zaugnet", {"factor": 2}, ["--factor", "2"], 2),
+        (PLUS_IJM, "zaugnet+", {"factor": 3}, ["--factor", "3"], 3),
+    ]
+    for macro, variant, options, predict_options, step in cases:
+        out = tmp_path / f"{macro.stem}.tif"
+        args = macro_args(model=fiji_packages[variant], input=source16, output=out, **options)
+        done = subprocess.run([sys.executable, str(HERE / "run_in_fiji.py"), fiji_home, str(macro), args],
+                              capture_output=True, text=True, timeout=1800)
+        assert done.returncode == 0 and out.is_file(), done.stdout + done.stderr
+        check_parity(out, source16, fiji_packages[variant], predict_options, step, tmp_path)
