@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser("predict", help="z-augment a stack with a model or a classical interpolation")
-    pr.add_argument("input", help="TIFF / OME-TIFF stack (3D, 4D t-z-y-x, or multichannel z-c-y-x)")
+    pr.add_argument("input", help="TIFF / OME-TIFF stack (3D, 4D t-z-y-x, or multichannel z-c-y-x), or an "
+                    "OME-Zarr (with an output ending in .zarr)")
     pr.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF), or "
                     ".zarr for OME-Zarr written out of core block by block (resumable)")
     pr.add_argument("--model", help="trained model: a checkpoint (RUN_DIR/final.pt), a BioImage.IO package "
