@@ -89,7 +89,8 @@ from .atomic import atomic_write_text
 from .baselines import BASELINES, interpolate_axial
 from .data import normalize_pair
 from .errors import InputError
-from .io import READABLE_DTYPES, SUPPORTED_DTYPES, TIFF_SUFFIXES, Stack, VoxelSize, _normalise_unit, read_stack
+from .io import (READABLE_DTYPES, SUPPORTED_DTYPES, TIFF_SUFFIXES, Stack, VoxelSize, _normalise_unit, read_stack,
+                 unpack_stack)
 from .nets import SIZE_MULTIPLE
 from .predict import ModelInterpolator, ZPlan, _dyadic_depth, check_positions, to_dtype
 
@@ -396,15 +397,7 @@ def write_ome_zarr(path: str | Path, stack_or_data: Stack | np.ndarray, axes: st
     holds them in NGFF order.
     """
     path = Path(path)
-    if isinstance(stack_or_data, Stack):
-        data = stack_or_data.data
-        axes = axes or stack_or_data.axes
-        voxel_size = voxel_size or stack_or_data.voxel_size
-    else:
-        data = np.asarray(stack_or_data)
-        axes = axes or ("ZYX" if data.ndim == 3 else None)
-        if axes is None:
-            raise InputError(path, f"axes must be given for {data.ndim}D data")
+    data, axes, voxel_size = unpack_stack(path, stack_or_data, axes, voxel_size)
     axes = axes.upper()
     if (len(axes) != data.ndim or set(axes) - set(NGFF_AXES) or len(set(axes)) != len(axes)
             or not set("ZYX") <= set(axes)):

@@ -176,15 +176,7 @@ def write_stack(
         If the name, axes or dtype cannot be written, or the file exists and `overwrite` is False.
     """
     path = Path(path)
-    if isinstance(stack_or_data, Stack):
-        data = stack_or_data.data
-        axes = axes or stack_or_data.axes
-        voxel_size = voxel_size or stack_or_data.voxel_size
-    else:
-        data = np.asarray(stack_or_data)
-        axes = axes or ("ZYX" if data.ndim == 3 else None)
-        if axes is None:
-            raise InputError(path, f"axes must be given for {data.ndim}D data")
+    data, axes, voxel_size = unpack_stack(path, stack_or_data, axes, voxel_size)
     voxel_size = voxel_size or VoxelSize()
     axes = _check_axes(path, axes, data.ndim)
     _check_dtype(path, data.dtype, SUPPORTED_DTYPES)
@@ -205,6 +197,21 @@ def write_stack(
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, data, options)
     return path
+
+
+def unpack_stack(path: Path, stack_or_data: Stack | np.ndarray, axes: str | None = None,
+                 voxel_size: VoxelSize | None = None) -> tuple[np.ndarray, str, VoxelSize | None]:
+    """Data, axes and voxel size of what a writer was given: a Stack, or an array (3D defaults to ZYX).
+
+    Explicit ``axes`` and ``voxel_size`` override the Stack's own.
+    """
+    if isinstance(stack_or_data, Stack):
+        return stack_or_data.data, axes or stack_or_data.axes, voxel_size or stack_or_data.voxel_size
+    data = np.asarray(stack_or_data)
+    axes = axes or ("ZYX" if data.ndim == 3 else None)
+    if axes is None:
+        raise InputError(path, f"axes must be given for {data.ndim}D data")
+    return data, axes, voxel_size
 
 
 def iter_volumes(stack: Stack) -> Iterator[tuple[str, np.ndarray]]:
