@@ -319,17 +319,12 @@ def augment_stack(stack: Stack, plan: ZPlan, method: str | ModelInterpolator, *,
     shape = list(stack.data.shape)
     shape[z_axis] = len(plan.positions)
     out = np.empty(shape, dtype=dtype)
-    volumes = list(iter_volumes(stack))
-    outer = [a for a in stack.axes if a in "TC"]
-    sizes = [stack.data.shape[stack.axes.index(a)] for a in outer]
-    for (label, volume), index in zip(tqdm(volumes, desc="volumes", disable=not progress or len(volumes) == 1),
-                                      np.ndindex(*sizes)):
-        key: list[int | slice] = [slice(None)] * out.ndim
-        for axis, i in zip(outer, index):
-            key[stack.axes.index(axis)] = i
-        out[tuple(key)] = to_dtype(interpolate_volume(volume, plan.positions, method, progress=progress), dtype)
     vs = stack.voxel_size
-    return Stack(out, stack.axes, VoxelSize(plan.z_spacing, vs.y, vs.x, vs.unit), None)
+    result = Stack(out, stack.axes, VoxelSize(plan.z_spacing, vs.y, vs.x, vs.unit), None)
+    pairs = list(zip(iter_volumes(stack), iter_volumes(result)))  # input volume, output view
+    for (_, volume), (_, target) in tqdm(pairs, desc="volumes", disable=not progress or len(pairs) == 1):
+        target[...] = to_dtype(interpolate_volume(volume, plan.positions, method, progress=progress), dtype)
+    return result
 
 
 def from_checkpoint(path: str, *, device: str = "cpu", **options: object) -> ModelInterpolator:

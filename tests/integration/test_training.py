@@ -16,7 +16,6 @@ from zaugnet.cli import main
 from zaugnet.training.checkpoint import load_checkpoint, load_generator
 from zaugnet.training.config import build_config, load_yaml
 from zaugnet.training.data import normalize_pair
-from zaugnet.training.io import VoxelSize, write_stack
 from zaugnet.training.metrics import psnr
 from zaugnet.training.phantoms import simulate_stack
 from zaugnet.training.trainer import Trainer, load_training_data, triplets_for_rank
