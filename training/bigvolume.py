@@ -829,6 +829,9 @@ def predict_large(input: str | Path, output: str | Path, plan: ZPlan, method: st
     if not isinstance(chunk_yx, int) or chunk_yx <= 0 or chunk_yx % SIZE_MULTIPLE:
         raise InputError("--tile", f"must be a positive multiple of {SIZE_MULTIPLE}, got {chunk_yx}")
     model = method if isinstance(method, ModelInterpolator) else None
+    if model is not None and model.n_slices != 2:
+        raise InputError("--model", f"{model.name} takes {model.n_slices} slices per gap; out-of-core (OME-Zarr) "
+                                    "prediction serves two-slice models (ZAugNet, ZAugNet+) for now: write a TIFF")
     if model is None and method not in BASELINES:
         raise InputError("--method", f"unknown method {method!r}; choose from {', '.join(BASELINES)}")
     halo = (model.halo if model is not None else 0) if halo is None else halo

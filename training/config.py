@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import InputError
 
-Variant = Literal["zaugnet", "zaugnet+"]
+Variant = Literal["zaugnet", "zaugnet+", "zaugnet-c"]
+
+#: The variants, in the order the CLI lists them.
+VARIANTS: tuple[str, ...] = ("zaugnet", "zaugnet+", "zaugnet-c")
 Preset = Literal["small", "paper"]
 
 CONFIG_VERSION = 1
@@ -27,7 +30,13 @@ class _Strict(BaseModel):
 
 
 class NetConfig(_Strict):
-    """Network widths. ``paper`` matches the published model (10.69 M generator incl. teacher, 11.19 M critic)."""
+    """Network widths. ``paper`` matches the published model (10.69 M generator incl. teacher, 11.19 M critic).
+
+    ``zaugnet-c`` (the context variant) sees ``context_slices`` slices around each gap plus the DPM;
+    its output is the 4-point cubic interpolation of the inner slices plus a learned correction
+    (a ``head_width`` convolutional head over the slices, the cubic estimate and the prediction of
+    a ZAugNet+ flow branch built from the other widths).
+    """
 
     variant: Variant = "zaugnet"
     block_widths: tuple[int, int, int] = (240, 150, 90)
@@ -36,16 +45,25 @@ class NetConfig(_Strict):
     context_width: int = Field(16, ge=1)
     unet_width: int = Field(16, ge=1)
     critic_width: int = Field(32, ge=1)
+    context_slices: int = Field(4, ge=4, le=8, description="zaugnet-c: input slices per gap (even)")
+    head_width: int = Field(16, ge=1, description="zaugnet-c: width of the correction head")
 
     @property
     def with_dpm(self) -> bool:
-        """ZAugNet+ takes the DPM (relative z position) as a third input channel."""
-        return self.variant == "zaugnet+"
+        """ZAugNet+ and ZAugNet-C take the DPM (relative z position) as their last input channel."""
+        return self.variant != "zaugnet"
+
+    @property
+    def n_slices(self) -> int:
+        """Image channels of the input: 2, or ``context_slices`` for ZAugNet-C."""
+        return self.context_slices if self.variant == "zaugnet-c" else 2
 
     @model_validator(mode="after")
     def _even_widths(self) -> NetConfig:
         if any(w < 2 or w % 2 for w in (*self.block_widths, self.teacher_width)):
             raise ValueError("block_widths and teacher_width must be even numbers >= 2")
+        if self.context_slices % 2:
+            raise ValueError("context_slices must be even (as many slices above the gap as below)")
         return self
 
 

@@ -2,7 +2,10 @@
 
 A *volume* is one (Z, Y, X) array: a stack, or one time point / channel of a larger one. A
 *triplet* ``(volume, n1, n2, n3)`` uses slices n1 and n3 as input and n2 as ground truth at the
-relative position ``z = (n2 - n1) / (n3 - n1)``. Samples are cut from the volumes in memory (or
+relative position ``z = (n2 - n1) / (n3 - n1)``. The context variant (ZAugNet-C) also takes the
+slices at the same spacing above and below, ``n1 + j (n3 - n1)`` for ``j = -(K/2 - 1) .. K/2``,
+with indices outside the triplet's block replaced by the block's edge slice (replicate), exactly as
+:func:`context_indices` does at prediction time. Samples are cut from the volumes in memory (or
 memory-mapped) on the fly; nothing is cached to disk.
 
 Randomness is drawn from ``numpy.random.default_rng((seed, step, rank))``: batch ``step`` is the
@@ -36,7 +39,7 @@ def window_triplets(n_slices: int, window: int = 7) -> list[tuple[int, int, int]
 
 
 def triplets_for(n_slices: int, variant: str, window: int = 7) -> list[tuple[int, int, int]]:
-    """The triplets a ``variant`` (``zaugnet`` or ``zaugnet+``) trains on."""
+    """The triplets a ``variant`` trains on: midpoints for ``zaugnet``, all window triplets otherwise."""
     return midpoint_triplets(n_slices) if variant == "zaugnet" else window_triplets(n_slices, window)
 
 
@@ -72,6 +75,22 @@ def split_volumes(n_slices: Sequence[int], val_fraction: float, seed: int = 0) -
                  [(i, 0, n_slices[i]) for i in val])
 
 
+def context_offsets(n_slices: int) -> np.ndarray:
+    """Offsets, in gaps, of the ``n_slices`` input slices around a gap: ``[0, 1]`` for 2, ``[-1, 0, 1, 2]`` for 4."""
+    return np.arange(-(n_slices // 2 - 1), n_slices // 2 + 1)
+
+
+def context_indices(first: np.ndarray | int, gap: np.ndarray | int, n_slices: int, lo: int, hi: int) -> np.ndarray:
+    """Indices of the input slices of gaps starting at ``first`` with width ``gap`` (in slices).
+
+    Indices outside ``[lo, hi)`` take the nearest edge slice (replicate), as the cubic baseline does.
+    Returns an array of shape ``(len(first), n_slices)`` (or ``(n_slices,)`` for scalars).
+    """
+    first, gap = np.asarray(first), np.asarray(gap)
+    idx = first[..., None] + gap[..., None] * context_offsets(n_slices)
+    return np.clip(idx, lo, hi - 1)
+
+
 def collect_triplets(blocks: Sequence[tuple[int, int, int]], variant: str, window: int) -> list[Triplet]:
     """All triplets inside the given ``(volume, z start, z stop)`` blocks."""
     return [(v, a + n1, a + n2, a + n3) for v, a, b in blocks for n1, n2, n3 in triplets_for(b - a, variant, window)]
@@ -105,20 +124,36 @@ class TripletSampler:
     volumes
         The (Z, Y, X) arrays (any real dtype, in memory or memory-mapped).
     variant
-        ``zaugnet`` (input ``[slice_0, slice_1]``) or ``zaugnet+`` (adds the DPM channel).
+        ``zaugnet`` (input ``[slice_0, slice_1]``), ``zaugnet+`` (adds the DPM channel) or
+        ``zaugnet-c`` (``n_slices`` slices around the gap, then the DPM).
     cfg
         Crop size, augmentation and normalisation settings. The crop is the largest multiple of 16
         not above ``cfg.crop_size`` and the smallest volume's Y and X.
+    n_slices
+        Input slices per sample (ZAugNet-C's ``context_slices``; 2 otherwise).
+    blocks
+        ``(volume, z start, z stop)`` blocks the triplets were taken from (default: whole volumes);
+        context slices never leave the block of their triplet.
     """
 
-    def __init__(self, volumes: Sequence[np.ndarray], variant: str, cfg: DataConfig) -> None:
+    def __init__(self, volumes: Sequence[np.ndarray], variant: str, cfg: DataConfig, n_slices: int = 2,
+                 blocks: Sequence[tuple[int, int, int]] | None = None) -> None:
         self.volumes = volumes
-        self.with_dpm = variant == "zaugnet+"
+        self.with_dpm = variant != "zaugnet"
+        self.n_slices = n_slices if variant == "zaugnet-c" else 2
+        self.blocks = list(blocks) if blocks is not None else [(v, 0, vol.shape[0]) for v, vol in enumerate(volumes)]
         self.cfg = cfg
         # square crops whose side is a multiple of 16 (the networks' training forward needs it)
         self.crop = min([cfg.crop_size] + [min(v.shape[1:]) for v in volumes]) // 16 * 16
         if self.crop < 16:
             raise ValueError("volumes must be at least 16 x 16 pixels")
+
+    def _inputs(self, triplet: Triplet) -> list[int]:
+        v, n1, _, n3 = triplet
+        if self.n_slices == 2:
+            return [n1, n3]
+        lo, hi = next((a, b) for vb, a, b in self.blocks if vb == v and a <= n1 and n3 < b)
+        return [int(i) for i in context_indices(n1, n3 - n1, self.n_slices, lo, hi)]
 
     def sample(self, triplet: Triplet, rng: np.random.Generator | None, crop: int | None = None,
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -132,30 +167,31 @@ class TripletSampler:
             y0, x0 = (h - ch) // 2, (w - cw) // 2
         else:
             y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        slices = np.stack([vol[n, y0:y0 + ch, x0:x0 + cw] for n in (n1, n3, n2)]).astype(np.float32)
-        lo, scale = normalize_pair(slices[:2], self.cfg.normalization, self.cfg.percentiles)
+        k = self.n_slices
+        slices = np.stack([vol[n, y0:y0 + ch, x0:x0 + cw] for n in (*self._inputs(triplet), n2)]).astype(np.float32)
+        lo, scale = normalize_pair(slices[:k], self.cfg.normalization, self.cfg.percentiles)
         slices = (slices - lo) / scale
         z = (n2 - n1) / (n3 - n1)
         if rng is not None and self.cfg.augment:
             slices, z = self._augment(slices, z, rng)
-        inputs = [slices[0], slices[1]]
+        inputs = list(slices[:k])
         if self.with_dpm:
             inputs.append(dpm_plane(z, slices.shape[1:]))
-        return np.stack(inputs), slices[2:3].copy()
+        return np.stack(inputs), slices[k:].copy()
 
     def _augment(self, s: np.ndarray, z: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-        """The same contrast/brightness jitter, 90-degree rotation and flip on all three slices; random order swap."""
+        """The same contrast/brightness jitter, 90-degree rotation and flip on all slices; random z reversal."""
         cfg = self.cfg
         if rng.random() < cfg.p_jitter:
-            mean = s[:2].mean()
+            mean = s[:-1].mean()
             s = (s - mean) * rng.uniform(*cfg.contrast) + mean
         if rng.random() < cfg.p_jitter:
             s = s * rng.uniform(*cfg.brightness)
         s = np.rot90(s, k=int(rng.integers(4)), axes=(1, 2))
         if rng.random() < 0.5:
             s = s[:, :, ::-1]
-        if rng.random() < 0.5:  # swap slice order: the target now sits at 1 - z
-            s = s[[1, 0, 2]]
+        if rng.random() < 0.5:  # reverse the input slices along z: the target now sits at 1 - z
+            s = s[[*range(len(s) - 2, -1, -1), len(s) - 1]]
             z = 1.0 - z
         return np.ascontiguousarray(s, dtype=np.float32), z
 

@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from .errors import InputError
 from .io import Stack, iter_volumes
 from .metrics import psnr, rmse, ssim
 from .predict import ModelInterpolator, interpolate_volume, plan_factor
+
+if TYPE_CHECKING:
+    from .selfcheck import AutoMethod
 
 __all__ = [
     "FIELDS",
@@ -38,7 +41,7 @@ __all__ = [
     "write_csv",
 ]
 
-Method = Union[str, ModelInterpolator]
+Method = Union[str, ModelInterpolator, "AutoMethod"]
 
 #: Metric columns of a row, in table order.
 METRICS: tuple[str, ...] = ("rmse_8bit", "psnr_8bit", "ssim_8bit", "rmse", "psnr", "ssim")
@@ -192,11 +195,13 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join([line(columns), rule, *(line(values) for values in cells)])
 
 
-def write_csv(rows: Iterable[dict], path: str | Path) -> Path:
-    """Write the rows as CSV (columns :data:`FIELDS`) atomically; return the path."""
+def write_csv(rows: Iterable[dict], path: str | Path, fields: Sequence[str] | None = None) -> Path:
+    """Write the rows as CSV (columns ``fields``, default :data:`FIELDS`) atomically; return the path."""
     path = Path(path)
+    rows = list(rows)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=list(fields or (FIELDS if not rows or "method" in rows[0]
+                                                                     else rows[0])), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return path

@@ -1,9 +1,12 @@
-"""Networks of ZAugNet and ZAugNet+: flow-estimating student, teacher block, refinement, WGAN-GP critic.
+"""Networks of ZAugNet, ZAugNet+ and ZAugNet-C: flow-estimating student, teacher, refinement, critic.
 
 Shapes are ``(batch, channel, y, x)``. The generator's input is ONE tensor whose channels are the
 two neighbouring slices ``[slice_0, slice_1]`` and, for ZAugNet+, a constant DPM plane holding the
-relative position ``z`` in [0, 1] of the slice to predict: ``[slice_0, slice_1, dpm]``. Intensities
-are expected in [0, 1] (see :mod:`.normalization`); the prediction is clamped to [0, 1].
+relative position ``z`` in [0, 1] of the slice to predict: ``[slice_0, slice_1, dpm]``. ZAugNet-C
+(:class:`ContextStudent`) takes K slices at the gap's spacing, ``[slice_-1, slice_0, slice_1,
+slice_2, dpm]`` for K = 4, and returns the 4-point cubic estimate plus a learned correction.
+Intensities are expected in [0, 1] (joint range of the input slices); ZAugNet and ZAugNet+ clamp
+their prediction to [0, 1], ZAugNet-C does not (cubic interpolation may overshoot the inputs' range).
 
 Everything here works at any H x W (reflect padding to a multiple of 16 inside the forward pass)
 and builds its sampling grids from the tensor's own shape, so the student can be scripted or
@@ -171,8 +174,8 @@ class Student(nn.Module):
         super().__init__()
         self.with_dpm = cfg.with_dpm
         self.size_multiple = SIZE_MULTIPLE
-        self.in_channels = 3 if cfg.with_dpm else 2
-        extra = 1 if cfg.with_dpm else 0
+        self.in_channels = 3 if self.with_dpm else 2
+        extra = 1 if self.with_dpm else 0
         w0, w1, w2 = cfg.block_widths
         self.blocks = nn.ModuleList([
             IFBlock(2 + extra, w0, 4.0, cfg.trunk_depth, with_flow=False),
@@ -254,12 +257,77 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return F.pad(x, [0, pw, 0, ph], mode="replicate")
 
 
-class Generator(nn.Module):
-    """Student plus the training-only teacher block that also sees the ground-truth slice."""
+def cubic_weights(z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Keys cubic-convolution weights (a = -0.5) of slices -1, 0, 1, 2 at relative position ``z`` in [0, 1].
+
+    Polynomials in ``z`` (elementwise, so ``z`` may be a DPM plane); they sum to one, give slice 0
+    at z = 0 and slice 1 at z = 1, and match :func:`zaugnet.training.baselines.keys_weights`.
+    """
+    z2 = z * z
+    z3 = z2 * z
+    return (-0.5 * z3 + z2 - 0.5 * z, 1.5 * z3 - 2.5 * z2 + 1.0, -1.5 * z3 + 2.0 * z2 + 0.5 * z, 0.5 * z3 - 0.5 * z2)
+
+
+class ContextStudent(nn.Module):
+    """ZAugNet-C: cubic interpolation of the inner four slices plus a learned correction.
+
+    ``forward(x)`` takes ``x = [slice_-(K/2-1), ..., slice_0, slice_1, ..., slice_K/2, dpm]`` in
+    [0, 1] (the slices at the gap's spacing, edge slices repeated at the ends of a stack) and
+    returns ``cubic + head(...)``. ``flow`` is a ZAugNet+ :class:`Student` on ``[slice_0, slice_1,
+    dpm]`` whose prediction the head sees beside the slices and the cubic estimate; the head's last
+    convolution starts at zero, so an untrained model is exactly cubic interpolation.
+    """
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
-        self.student = Student(cfg)
+        self.with_dpm = True
+        self.size_multiple = SIZE_MULTIPLE
+        self.n_slices = cfg.n_slices
+        self.in_channels = self.n_slices + 1
+        self.inner = self.n_slices // 2 - 1  # channel of slice_0
+        self.flow = Student(cfg)  # with the DPM, as ZAugNet+
+        w = cfg.head_width
+        self.head = nn.Sequential(conv(self.n_slices + 3, w), conv(w, w), conv(w, w), conv(w, w),
+                                  nn.Conv2d(w, 1, 3, 1, 1))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def flow_input(self, x: Tensor) -> Tensor:
+        """``[slice_0, slice_1, dpm]``: the flow branch's input."""
+        i = self.inner
+        return torch.cat((x[:, i:i + 2], x[:, self.n_slices:self.n_slices + 1]), 1)
+
+    def cubic(self, x: Tensor) -> Tensor:
+        """The 4-point cubic estimate at the DPM's position, ``(B, 1, H, W)``."""
+        i = self.inner
+        w_m, w_0, w_1, w_2 = cubic_weights(x[:, self.n_slices:self.n_slices + 1])
+        return (w_m * x[:, i - 1:i] + w_0 * x[:, i:i + 1] + w_1 * x[:, i + 1:i + 2]
+                + w_2 * x[:, i + 2:i + 3])
+
+    def correct(self, x: Tensor, flow_prediction: Tensor) -> Tensor:
+        """Cubic estimate plus the head's correction, given the flow branch's prediction."""
+        base = self.cubic(x)
+        return base + self.head(torch.cat((x, base, flow_prediction), 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Predict the slice at the DPM's position; any H x W >= 2."""
+        return self.correct(x, self.flow(self.flow_input(x)))
+
+
+def build_student(cfg: NetConfig) -> nn.Module:
+    """The student of ``cfg.variant``: :class:`Student`, or :class:`ContextStudent` for ``zaugnet-c``."""
+    return ContextStudent(cfg) if cfg.variant == "zaugnet-c" else Student(cfg)
+
+
+class Generator(nn.Module):
+    """Student plus the training-only teacher block that also sees the ground-truth slice.
+
+    For ZAugNet-C the teacher and the distillation act on the flow branch.
+    """
+
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        self.student = build_student(cfg)
         extra = 1 if cfg.with_dpm else 0
         self.teacher = IFBlock(6 + extra, cfg.teacher_width, 1.0, cfg.trunk_depth)
 
@@ -269,21 +337,27 @@ class Generator(nn.Module):
         Returns
         -------
         dict
-            ``student`` (refined prediction), ``teacher`` (teacher's blend), ``distill`` (distillation loss).
+            ``student`` (refined prediction), ``teacher`` (teacher's blend), ``distill`` (distillation
+            loss) and, for ZAugNet-C, ``flow`` (the flow branch's own prediction).
         """
-        st = self.student
-        flows, blends, mask, w0, w1 = st.stages(x)
-        img0, img1 = x[:, 0:1], x[:, 1:2]
+        context = isinstance(self.student, ContextStudent)
+        st = self.student.flow if context else self.student
+        xf = self.student.flow_input(x) if context else x
+        flows, blends, mask, w0, w1 = st.stages(xf)
+        img0, img1 = xf[:, 0:1], xf[:, 1:2]
         parts = [img0, img1, w0, w1, mask, gt]
         if st.with_dpm:
-            parts.append(x[:, 2:3])
+            parts.append(xf[:, 2:3])
         d_flow, d_mask = self.teacher(torch.cat(parts, 1), flows[-1])
         flow_t = flows[-1] + d_flow
         m_t = torch.sigmoid(mask + d_mask)
         teacher = warp(img0, flow_t[:, :2]) * m_t + warp(img1, flow_t[:, 2:4]) * (1.0 - m_t)
         distill = distillation_loss(flows, blends, flow_t, teacher, gt)
-        student = st.refine(x, flows[-1], mask, w0, w1, blends[-1])
-        return {"student": student, "teacher": teacher, "distill": distill}
+        refined = st.refine(xf, flows[-1], mask, w0, w1, blends[-1])
+        if context:
+            return {"student": self.student.correct(x, refined), "flow": refined, "teacher": teacher,
+                    "distill": distill}
+        return {"student": refined, "teacher": teacher, "distill": distill}
 
 
 def distillation_loss(flows: list[Tensor], blends: list[Tensor], flow_t: Tensor, teacher: Tensor, gt: Tensor,

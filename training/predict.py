@@ -7,9 +7,12 @@ A method turns a volume and positions into slices:
 - ``"linear"`` / ``"cubic"``: axial interpolation (:mod:`.baselines`);
 - a :class:`ModelInterpolator`: a trained student. ZAugNet (midpoint only) reaches a factor 2^k by
   k passes of midpoint prediction; ZAugNet+ predicts every position directly from its two
-  bracketing input slices, with the relative position in the DPM channel.
+  bracketing input slices, with the relative position in the DPM channel; ZAugNet-C does the same
+  from the K slices around the gap (at the first and last gaps the edge slice is repeated);
+- an :class:`AutoMethod`: a model or cubic interpolation, whichever wins a self-check on the
+  volume itself (:mod:`.selfcheck`).
 
-Each pair is normalised jointly (min-max of the two input slices) before the network and the
+Each gap's input slices are normalised jointly (min-max) before the network and the
 prediction is mapped back, so intensities stay in the user's units. Large slices are processed in
 tiles with a halo; tile origins sit on the network's 16-pixel grid so tiles see the same sampling
 phase as the whole image.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,10 +30,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .baselines import BASELINES, interpolate_axial
-from .data import dpm_plane, normalize_pair
+from .data import context_indices, dpm_plane, normalize_pair
 from .errors import InputError
 from .io import SUPPORTED_DTYPES, Stack, VoxelSize, iter_volumes
 from .nets import SIZE_MULTIPLE
+
+if TYPE_CHECKING:
+    from .selfcheck import AutoMethod
 
 #: Dyadic depth tried when checking that midpoint passes can reach the requested positions.
 MAX_PASSES = 10
@@ -106,9 +113,11 @@ class ModelInterpolator:
     Parameters
     ----------
     network
-        Maps ``(B, C, H, W)`` float32 inputs ``[slice_0, slice_1 (, dpm)]`` in [0, 1] to ``(B, 1, H, W)``.
+        Maps ``(B, C, H, W)`` float32 inputs ``[slice_0, slice_1 (, dpm)]`` (ZAugNet-C: K slices,
+        then the DPM) in [0, 1] to ``(B, 1, H, W)``.
     variant
-        ``zaugnet`` (midpoint only) or ``zaugnet+`` (any relative position, DPM channel).
+        ``zaugnet`` (midpoint only), ``zaugnet+`` (any relative position, DPM channel) or
+        ``zaugnet-c`` (K slices around the gap, any position).
     device
         Torch device of ``network``.
     batch_size
@@ -121,6 +130,8 @@ class ModelInterpolator:
     normalization, percentiles
         How each pair's intensity range is taken (see :func:`.data.normalize_pair`); ``"none"``
         passes the intensities as they are, for networks that normalise inside (exported packages).
+    n_slices
+        Input slices per gap: 2, or ZAugNet-C's K (slices at the gap's spacing, edge slices repeated).
     """
 
     network: nn.Module | Callable[[torch.Tensor], torch.Tensor]
@@ -132,6 +143,7 @@ class ModelInterpolator:
     normalization: str = "minmax"
     percentiles: tuple[float, float] = (0.1, 99.9)
     name: str = ""
+    n_slices: int = 2
 
     def __post_init__(self) -> None:
         if self.tile % SIZE_MULTIPLE or self.tile <= 0:
@@ -153,20 +165,32 @@ class ModelInterpolator:
         return self.network(x).float().cpu().numpy()[:, 0]
 
     def predict(self, first: np.ndarray, second: np.ndarray, z: Sequence[float]) -> np.ndarray:
-        """Slices at relative positions ``z`` between ``first[i]`` and ``second[i]`` (each (B, Y, X)), float32 in their units."""
-        first = np.asarray(first, dtype=np.float32)
-        second = np.asarray(second, dtype=np.float32)
-        b, h, w = first.shape
-        inputs = np.empty((b, 3 if not self.midpoint_only else 2, h, w), dtype=np.float32)
+        """Slices at relative positions ``z`` between ``first[i]`` and ``second[i]`` (each (B, Y, X)), float32 in their units.
+
+        For two-slice models; ZAugNet-C needs :meth:`predict_windows`.
+        """
+        if self.n_slices != 2:
+            raise ValueError(f"{self.name} takes {self.n_slices} slices per gap: use predict_windows")
+        return self.predict_windows(np.stack([np.asarray(first), np.asarray(second)], axis=1), z)
+
+    def predict_windows(self, windows: np.ndarray, z: Sequence[float]) -> np.ndarray:
+        """Slices at relative positions ``z`` inside the gaps of ``windows`` (B, K, Y, X), float32 in their units.
+
+        ``windows[i]`` holds the K input slices of gap ``i`` (the gap lies between slices K/2 - 1 and K/2).
+        """
+        windows = np.asarray(windows, dtype=np.float32)
+        b, k, h, w = windows.shape
+        if k != self.n_slices:
+            raise ValueError(f"{self.name} takes {self.n_slices} slices per gap, got {k}")
+        inputs = np.empty((b, k + (0 if self.midpoint_only else 1), h, w), dtype=np.float32)
         ranges = []
         for i in range(b):
             lo, scale = ((0.0, 1.0) if self.normalization == "none" else
-                         normalize_pair(np.stack([first[i], second[i]]), self.normalization, self.percentiles))
+                         normalize_pair(windows[i], self.normalization, self.percentiles))
             ranges.append((lo, scale))
-            inputs[i, 0] = (first[i] - lo) / scale
-            inputs[i, 1] = (second[i] - lo) / scale
+            inputs[i, :k] = (windows[i] - lo) / scale
             if not self.midpoint_only:
-                inputs[i, 2] = dpm_plane(float(z[i]), (h, w))
+                inputs[i, k] = dpm_plane(float(z[i]), (h, w))
         out = np.empty((b, h, w), dtype=np.float32)
         jobs = [(i, ys, xs) for i in range(b) for ys in _tiles(h, self.tile, self.halo)
                 for xs in _tiles(w, self.tile, self.halo)]
@@ -200,13 +224,14 @@ def _pairs_in_batches(volume: np.ndarray, gaps: np.ndarray, z: np.ndarray, model
     for start in range(0, len(gaps), step):
         sl = slice(start, start + step)
         g = gaps[sl]
-        out[sl] = model.predict(volume[g], volume[g + 1], z[sl])
+        idx = context_indices(g, 1, model.n_slices, 0, volume.shape[0])
+        out[sl] = model.predict_windows(np.stack([volume[i] for i in idx]), z[sl])
         if bar is not None:
             bar.update(len(g))
     return out
 
 
-def interpolate_volume(volume: np.ndarray, positions: np.ndarray, method: str | ModelInterpolator, *,
+def interpolate_volume(volume: np.ndarray, positions: np.ndarray, method: str | ModelInterpolator | AutoMethod, *,
                        progress: bool = False) -> np.ndarray:
     """Slices of a (Z, Y, X) ``volume`` at fractional z ``positions``, float32 in the input's units.
 
@@ -219,6 +244,10 @@ def interpolate_volume(volume: np.ndarray, positions: np.ndarray, method: str | 
     """
     n = volume.shape[0]
     pos = check_positions(positions, n)
+    from .selfcheck import AutoMethod
+
+    if isinstance(method, AutoMethod):
+        method = method.choose(volume)
     if isinstance(method, str):
         if method not in BASELINES:
             raise InputError("--method", f"unknown method {method!r}; choose from {', '.join(BASELINES)}")
@@ -308,7 +337,8 @@ def make_plan(n_slices: int, z_spacing: float | None, *, factor: int | None = No
     return ZPlan(plan_factor(n_slices, factor), z_spacing / factor if z_spacing else None)
 
 
-def augment_stack(stack: Stack, plan: ZPlan, method: str | ModelInterpolator, *, progress: bool = True) -> Stack:
+def augment_stack(stack: Stack, plan: ZPlan, method: str | ModelInterpolator | AutoMethod, *,
+                  progress: bool = True) -> Stack:
     """Apply ``method`` at ``plan.positions`` to every time point and channel of ``stack``.
 
     The result keeps the axes, the XY size and the dtype (uint8 / uint16 / float32; int16 and
@@ -334,4 +364,5 @@ def from_checkpoint(path: str, *, device: str = "cpu", **options: object) -> Mod
     config, generator = load_generator(path)
     student = generator.student.to(device).eval()
     return ModelInterpolator(student, config.net.variant, device=device, normalization=config.data.normalization,
-                             percentiles=config.data.percentiles, **options)  # type: ignore[arg-type]
+                             percentiles=config.data.percentiles, n_slices=config.net.n_slices,
+                             **options)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .atomic import atomic_path
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, save_yaml
+from .config import Config, NetConfig, save_yaml
 from .data import Split, Triplet, TripletSampler, collect_triplets, split_volumes
 from .errors import InputError
 from .figures import plot_training_curves
@@ -125,7 +125,7 @@ class Trainer:
         self.val_triplets = collect_triplets(split.val, variant, dc.window)
         if not self.train_triplets:
             raise InputError("data", "no training triplets: the stacks need at least 3 z-slices outside validation")
-        self.sampler = TripletSampler(data.volumes, variant, dc)
+        self.sampler = TripletSampler(data.volumes, variant, dc, config.net.n_slices, split.train + split.val)
         self.val_set = (self.sampler.fixed(self.val_triplets, dc.val_max_samples) if self.val_triplets else None)
         self.rank_triplets = triplets_for_rank(self.train_triplets, self.rank, self.world)
         self.steps_per_epoch = max(1, math.ceil(len(self.train_triplets) / (tc.batch_size * self.world)))
@@ -165,7 +165,7 @@ class Trainer:
     def load_state(self, path: str | Path) -> None:
         """Continue from a checkpoint written by :meth:`state` with the same network configuration."""
         state = load_checkpoint(path)
-        if state["config"]["net"] != self.config.net.model_dump(mode="json"):
+        if NetConfig.model_validate(state["config"]["net"]) != self.config.net:
             raise InputError(path, "its network configuration differs from this run's")
         _unwrap(self.generator).load_state_dict(state["generator"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -230,6 +230,9 @@ class Trainer:
                              "loss_teacher": self.lap(out["teacher"].float(), gi),
                              "loss_distill": out["distill"].float()}
                     loss = parts["loss_rec"] + parts["loss_teacher"] + tc.lambda_distill * parts["loss_distill"]
+                    if "flow" in out:  # ZAugNet-C: the flow branch also learns to predict on its own
+                        parts["loss_flow"] = self.lap(out["flow"].float(), gi)
+                        loss = loss + parts["loss_flow"]
                     if self.critic is not None:
                         parts["loss_adv"] = -_unwrap(self.critic)(out["student"]).float().mean()
                         loss = loss + tc.lambda_adv * parts["loss_adv"]
@@ -254,8 +257,10 @@ class Trainer:
                 preds.append(student(x_all[i:i + bs].to(self.device)).float().cpu())
         student.train()
         pred = torch.cat(preds)
-        z = x_all[:, 2:3] if x_all.shape[1] == 3 else torch.full_like(gt_all, 0.5)
-        linear = x_all[:, 0:1] * (1 - z) + x_all[:, 1:2] * z
+        net = self.config.net
+        i = net.n_slices // 2 - 1  # channel of slice_0
+        z = x_all[:, -1:] if net.with_dpm else torch.full_like(gt_all, 0.5)
+        linear = x_all[:, i:i + 1] * (1 - z) + x_all[:, i + 1:i + 2] * z
         gt = gt_all.numpy()[:, 0]
         return {
             "val_loss": float(self.lap(pred.to(self.device), gt_all.to(self.device))),

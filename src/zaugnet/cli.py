@@ -117,9 +117,15 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         raise InputError(out, "is the input file; choose another output (inputs are never overwritten)")
     if out.exists() and not args.overwrite:
         raise InputError(out, "exists; pass --overwrite to replace it")
-    if (args.model is None) == (args.method is None):
-        raise InputError("--model/--method", "give exactly one: a trained model (--model) or --method linear|cubic")
     large = out.suffix == ".zarr" or src.suffix == ".zarr"
+    method_name = args.method or ("model" if large else "auto")
+    if method_name in ("linear", "cubic") and args.model is not None:
+        raise InputError("--model/--method", f"--method {method_name} uses no model; leave out --model")
+    if method_name == "auto" and large:
+        raise InputError("--method auto", "the self-check needs the whole stack in memory; give --method model "
+                                          "or --method cubic for OME-Zarr")
+    if args.figure and large:
+        raise InputError("--figure", "is drawn for TIFF outputs only (the whole result in memory)")
     if large:  # out of core: OME-Zarr (or a memory-mapped TIFF) in, OME-Zarr out, block by block with dask
         from zaugnet.training.bigvolume import open_large, predict_large
 
@@ -132,8 +138,18 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         n_z, z_spacing = stack.data.shape[stack.axes.index("Z")], stack.voxel_size.z
     plan = make_plan(n_z, z_spacing, factor=args.factor, z_positions=args.z_positions,
                      target_spacing=args.target_spacing, input_z=_input_z(args.input_z))
-    method = args.method or _load_model(args.model, device=_device(args.device), batch_size=args.batch_size,
-                                        tile=args.tile, halo=args.halo)
+    method: Any = method_name
+    if method_name in ("model", "auto"):
+        from zaugnet.export.load import default_model
+        from zaugnet.training.selfcheck import AutoMethod
+
+        spec = args.model or default_model()
+        method = _load_model(spec, device=_device(args.device), batch_size=args.batch_size, tile=args.tile,
+                             halo=args.halo)
+        if not args.model:
+            print(f"model: {spec} (the shipped default; choose another with --model)", file=sys.stderr)
+        if method_name == "auto":
+            method = AutoMethod(method)
     if large:
         predict_large(src, out, plan, method, chunk_yx=args.tile, halo=args.halo, num_workers=args.workers,
                       progress=not args.quiet, overwrite=args.overwrite)
@@ -142,10 +158,29 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         result = augment_stack(stack, plan, method, progress=not args.quiet)
         write_stack(out, result, overwrite=args.overwrite)
         dtype = str(result.data.dtype)
+        if args.figure:
+            _augmentation_figure(stack, result, method, Path(args.figure))
     if plan.note:
         print(f"note: {plan.note}", file=sys.stderr)
     z = f", z voxel size {plan.z_spacing:g}" if plan.z_spacing else ""
     print(f"wrote {out}: {n_z} -> {len(plan.positions)} slices ({dtype}{z})")
+
+
+def _augmentation_figure(before: Any, after: Any, method: Any, path: Path) -> None:
+    """``--figure``: orthogonal views of the first volume before and after, titled with the method used."""
+    from zaugnet.training.figures import plot_z_augmentation
+    from zaugnet.training.io import iter_volumes
+
+    (label, vol_in), (_, vol_out) = next(iter_volumes(before)), next(iter_volumes(after))
+    used = getattr(method, "name", method)
+    checks = getattr(method, "checks", None)
+    if checks:
+        used += f" -> {checks[0].model if checks[0].choice == 'model' else 'cubic'} (self-check {checks[0].margin:+.2f} dB)"
+    name = f"{before.path.name if before.path else 'stack'}{f' [{label}]' if label else ''}"
+    vs_in, vs_out = before.voxel_size, after.voxel_size
+    plot_z_augmentation(vol_in, vol_out, vs_in.z, vs_out.z, (vs_in.y, vs_in.x), path, unit=vs_in.unit if vs_in.x else "px",
+                        title=f"{name}: {len(vol_in)} -> {len(vol_out)} slices, {used}")
+    print(f"wrote {path}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -161,22 +196,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise InputError(out, "is not empty; pass --overwrite to write into it")
     paths = find_stacks(args.stacks)
     stacks = [read_stack(p, axes=args.axes) for p in paths]  # validate every input before any work
-    methods: dict[str, object] = {m: m for m in args.methods}
+    from zaugnet.training.selfcheck import AutoMethod, judge_self_checks
+
+    if "auto" in args.methods and not args.model:
+        raise InputError("--methods auto", "needs a model to check (--model)")
+    methods: dict[str, object] = {m: m for m in args.methods if m != "auto"}
     device = _device(args.device)
+    autos: list[AutoMethod] = []
     for spec in args.model or []:
         model = _load_model(spec, device=device)
         name = model.name if model.name not in methods else f"{model.name}:{Path(spec).parent.name}"
         model.name = name
         methods[name] = model
+        if "auto" in args.methods:
+            autos.append(AutoMethod(model, report=lambda text: None))
+            methods[autos[-1].name] = autos[-1]
     extractor = None
     if args.fid_weights:
         from zaugnet.training.fid import InceptionFeatures
 
         extractor = InceptionFeatures(args.fid_weights, device=device)
     rows, real8, fake8 = [], [], {m: [] for m in methods}
+    checks: list[dict] = []
     for stack in stacks:
         for volume, ev in evaluate_stack(stack, methods, args.factor):
             rows += ev.rows
+            for auto in autos:
+                checks += judge_self_checks(ev.rows, auto)
             slug = ev.stack.replace("/", "_").replace("[", "_").replace("]", "")
             n = len(next(iter(ev.predictions.values())))
             truth = volume[:n].astype(np.float32)
@@ -201,6 +247,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         text += ("\n\nFID not computed: pass --fid-weights FILE, a local Inception-v3 TorchScript file "
                  "(e.g. inception-2015-12-05.pt); it cannot be downloaded here.")
+    if checks:
+        write_csv(checks, out / "selfcheck.csv")
+        right = sum(c["right"] for c in checks)
+        text += f"\n\nself-check (--method auto) chose the truly better of model and cubic in {right} of {len(checks)} cases"
+        text += "".join(f"\n  {c['stack']} x{c['factor']}: chose {c['choice']} ({c['check_margin_db']:+.2f} dB on "
+                        f"its check), true margin {c['true_margin_db']:+.2f} dB" for c in checks)
     print(text)
     print(f"\nwrote {out / 'metrics.csv'} and figures in {out}")
 
@@ -267,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a ZAugNet or ZAugNet+ model on high-resolution stacks")
     tr.add_argument("data", nargs="+", help="TIFF / OME-TIFF stacks or folders of them")
     tr.add_argument("-o", "--output", required=True, help="run directory (final checkpoint: RUN_DIR/final.pt)")
-    tr.add_argument("--variant", choices=["zaugnet", "zaugnet+"])
+    tr.add_argument("--variant", choices=["zaugnet", "zaugnet+", "zaugnet-c"], help="zaugnet (midpoints), zaugnet+ (any z, DPM), "
+                    "zaugnet-c (context: K slices around each gap, cubic + learned correction, any z)")
     tr.add_argument("--preset", choices=["small", "paper"], help="network and training defaults (default paper)")
     tr.add_argument("--config", help="YAML file with config values (see config.yaml of any run)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one value, e.g. train.lr=3e-4")
@@ -289,8 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF), or "
                     ".zarr for OME-Zarr written out of core block by block (resumable)")
     pr.add_argument("--model", help="trained model: a checkpoint (RUN_DIR/final.pt), a BioImage.IO package "
-                    "(zip or folder), a URL to one, or a model-zoo id")
-    pr.add_argument("--method", choices=["linear", "cubic"], help="classical axial interpolation instead")
+                    "(zip or folder), a URL to one, or a model-zoo id (default: the shipped ZAugNet)")
+    pr.add_argument("--method", choices=["auto", "model", "linear", "cubic"],
+                    help="auto (default for TIFF): per volume, the model or cubic interpolation, whichever predicts "
+                    "the volume's own held-out slices better (reported); model: always the model (default for "
+                    "OME-Zarr); linear, cubic: classical axial interpolation")
     pr.add_argument("--factor", type=int, help="new slices per gap + 1 (default 2; ZAugNet: 2, 4, 8, ...)")
     pr.add_argument("--z-positions", type=float, nargs="+", metavar="Z",
                        help="relative positions in (0, 1) of the new slices in every gap (ZAugNet+)")
@@ -303,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--halo", type=int, default=128, help="context around each tile in pixels")
     pr.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
     pr.add_argument("--workers", type=int, help="OME-Zarr output: dask worker threads (default: automatic)")
+    pr.add_argument("--figure", help="also write a PNG of orthogonal views (XZ, YZ) before and after")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
@@ -313,8 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--output", required=True, help="folder for metrics.csv and figures")
     ev.add_argument("--model", action="append", help="a trained model to score: checkpoint, package, URL or "
                     "zoo id (repeatable)")
-    ev.add_argument("--methods", nargs="*", choices=["linear", "cubic"], default=["linear", "cubic"],
-                    help="classical baselines to score beside the models (default: linear cubic)")
+    ev.add_argument("--methods", nargs="*", choices=["linear", "cubic", "auto"], default=["linear", "cubic"],
+                    help="classical baselines to score beside the models (default: linear cubic); auto also scores "
+                    "each model under --method auto (its self-check runs on the reduced stack)")
     ev.add_argument("--factor", type=int, default=2, help="also score this factor (a power of two for ZAugNet; "
                     "factor 2 is always scored)")
     ev.add_argument("--fid-weights", help="local Inception-v3 TorchScript file for FID (optional)")

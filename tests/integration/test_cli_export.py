@@ -23,7 +23,8 @@ def test_export_command_writes_a_tested_package_that_predict_accepts(tiny_checkp
     assert rdf["format_version"].startswith("0.5") and [i["id"] for i in rdf["inputs"]]
     assert {"torchscript", "onnx", "pytorch_state_dict"} <= set(rdf["weights"])
     out = tmp_path / "out.tif"
-    assert main(["predict", str(sample), "-o", str(out), "--model", str(pkg), "--factor", "3", "--quiet"]) == 0
+    assert main(["predict", str(sample), "-o", str(out), "--model", str(pkg), "--method", "model", "--factor", "3",
+                 "--quiet"]) == 0
     assert out.is_file()
 
 

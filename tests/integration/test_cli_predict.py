@@ -32,8 +32,15 @@ VOXEL = VoxelSize(0.6, 0.2, 0.25, "um")
 
 
 def predict(*args: object) -> int:
-    """``zaugnet predict ARGS`` in-process, on the CPU (so results compare with CPU references), quietly."""
-    return main(["predict", *map(str, args), "--device", "cpu", "--quiet"])
+    """``zaugnet predict ARGS`` in-process, on the CPU (so results compare with CPU references), quietly.
+
+    With ``--model`` and no ``--method`` the model itself is run (``--method model``): these tests check
+    the model's path; ``--method auto`` (the default) is tested on its own.
+    """
+    argv = [*map(str, args)]
+    if "--model" in argv and "--method" not in argv:
+        argv += ["--method", "model"]
+    return main(["predict", *argv, "--device", "cpu", "--quiet"])
 
 
 def sha256(path: Path) -> str:
@@ -422,10 +429,6 @@ def case_zaugnet_z_positions(src: Path, ckpts: dict[str, Path]) -> tuple[Path, l
     return _stack(src), ["--model", str(ckpts["zaugnet"]), "--z-positions", "0.3"], ["--model", "ZAugNet+"]
 
 
-def case_neither_model_nor_method(src: Path, ckpts: dict[str, Path]) -> tuple[Path, list[str], list[str]]:
-    return _stack(src), [], ["--model", "--method"]
-
-
 def case_factor_one(src: Path, ckpts: dict[str, Path]) -> tuple[Path, list[str], list[str]]:
     return _stack(src), ["--method", "linear", "--factor", "1"], ["--factor"]
 
@@ -448,7 +451,7 @@ CASES = [case_single_slice, case_2d, case_input_z_count, case_input_z_not_increa
          case_model_text_file,
          case_model_tiff_renamed,
          case_model_without_format_tag, case_model_missing, case_zaugnet_factor_3, case_zaugnet_z_positions,
-         case_neither_model_nor_method, case_factor_one, case_bad_z_positions, case_missing_input,
+         case_factor_one, case_bad_z_positions, case_missing_input,
          case_tile_not_multiple_of_16]
 
 
@@ -574,6 +577,50 @@ def test_real_stack(tiny_checkpoints: dict[str, Path], shared_data: Path, tmp_pa
     assert sha256(inp) == before
 
 
+# --- --method auto, the context variant, the figure -------------------------------------------------
+@pytest.mark.parametrize("variant", ["zaugnet", "zaugnet-c"])
+def test_auto_reports_its_self_check_and_uses_what_it_chose(tiny_checkpoints: dict[str, Path], variant: str,
+                                                           folders: tuple[Path, Path],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    src, dst = folders
+    inp = _stack(src, 9)
+    outs = {}
+    for method in ("auto", "model", "cubic"):
+        outs[method] = dst / f"{method}.tif"
+        model = ["--model", tiny_checkpoints[variant]] if method != "cubic" else []
+        assert predict(inp, "-o", outs[method], *model, "--method", method, "--factor", 2) == 0
+    err = capsys.readouterr().err
+    line = next(text for text in err.splitlines() if text.startswith("self-check"))
+    assert "4 held out" not in line and "held out (4)" in line and "cubic" in line  # 9 slices: 4 odd ones held out
+    chosen = "model" if line.endswith(f"using {variant}") else "cubic"
+    assert line.endswith(f"using {variant}") or line.endswith("using cubic interpolation")
+    got = read_stack(outs["auto"]).data
+    assert bitwise_equal(got, read_stack(outs[chosen]).data)
+
+
+def test_auto_and_figure_need_a_tiff_output(tiny_checkpoints: dict[str, Path], folders: tuple[Path, Path],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    src, dst = folders
+    inp = _stack(src)
+    for extra, needle in ((["--method", "auto"], "--method auto"), (["--method", "model", "--figure",
+                                                                     dst / "f.png"], "--figure")):
+        code = predict(inp, "-o", dst / "out.zarr", "--model", tiny_checkpoints["zaugnet"], *extra)
+        assert code == EXIT_INPUT_ERROR
+        error_line(capsys.readouterr().err, needle)
+    assert listing(dst) == []
+
+
+def test_figure_shows_the_stack_before_and_after(folders: tuple[Path, Path]) -> None:
+    src, dst = folders
+    inp = _stack(src)
+    figure = dst / "views.png"
+    assert predict(inp, "-o", dst / "out.tif", "--method", "cubic", "--factor", 4, "--figure", figure) == 0
+    from matplotlib.image import imread
+
+    image = imread(figure)
+    assert image.ndim == 3 and min(image.shape[:2]) > 200 and float(image[..., :3].std()) > 0.05
+
+
 # --- slow: a trained model beats linear and cubic on a held-out phantom ----------------------------
 
 
@@ -584,7 +631,8 @@ def test_trained_model_beats_linear_and_cubic(small_model: Path, tmp_path: Path)
     data_range = float(truth.max()) - float(truth.min())
     scores = {}
     for name, how in (("model", ["--model", small_model / "final.pt"]), ("linear", ["--method", "linear"]),
-                      ("cubic", ["--method", "cubic"])):
+                      ("cubic", ["--method", "cubic"]), ("auto", ["--model", small_model / "final.pt", "--method",
+                                                                  "auto"])):
         out = tmp_path / f"{name}.tif"
         assert predict(inp, "-o", out, *how, "--factor", 2) == 0
         result = read_stack(out)
@@ -594,6 +642,7 @@ def test_trained_model_beats_linear_and_cubic(small_model: Path, tmp_path: Path)
     print("mean PSNR on the removed slices (dB): " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     assert scores["model"] > scores["linear"], scores
     assert scores["model"] > scores["cubic"], scores
+    assert scores["auto"] in (scores["model"], scores["cubic"]) and scores["auto"] >= scores["cubic"], scores
 
 
 def test_zarr_output_is_written_out_of_core_and_equals_the_tiff_result(tiny_checkpoints: dict[str, Path],

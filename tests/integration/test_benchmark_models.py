@@ -1,0 +1,122 @@
+"""``benchmarks/models.py`` end to end on a phantom stack: accuracy tables and figures, speed per runtime."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from zaugnet.training.evaluate import evaluate_volume, to_8bit
+from zaugnet.training.io import read_stack
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "models.py"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("benchmark_models", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _row(rows: list[dict], stack: str, method: str, factor: int) -> dict:
+    """The row of position "all" for one stack, method and factor (CSV values are strings)."""
+    return next(r for r in rows if (r["stack"], r["method"], r["factor"], r["position"]) ==
+                (stack, method, str(factor), "all"))
+
+
+def test_benchmark_writes_accuracy_and_speed_for_every_method_and_runtime(
+        tiny_checkpoints: dict[str, Path], phantom_dir: Path, tmp_path: Path) -> None:
+    from zaugnet.export.bioimageio import export_model
+
+    package = export_model(tiny_checkpoints["zaugnet+"], tmp_path / "package", test=False)
+    stack = min(phantom_dir.glob("*.tif"))
+    out = tmp_path / "results"
+    status = _script().main(["--model", f"zaugnet={tiny_checkpoints['zaugnet']}", "--model", f"zaugnet+={package}",
+                             "--stacks", str(stack), "--factors", "2", "4", "--sizes", "32", "--pairs", "2",
+                             "--threads", "1", "--auto", "-o", str(out)])
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "accuracy.png", "speed.csv",
+                                                     "speed.md", "speed.png"]
+
+    # accuracy: every method x factor on the stack, and the overall mean
+    rows = _rows(out / "accuracy.csv")
+    methods = ["linear", "cubic", "zaugnet", "zaugnet+", "auto(zaugnet)", "auto(zaugnet+)"]
+    scored = {(r["stack"], r["method"], r["factor"]) for r in rows if r["position"] == "all"}
+    assert scored == {(name, m, f) for name in (stack.name, "overall") for m in methods for f in ("2", "4")}
+    assert all(math.isfinite(float(r["psnr_8bit"])) and math.isfinite(float(r["ssim"])) for r in rows)
+
+    # linear at 2x, by hand: odd slices predicted as the mean of their neighbours, scored on the 8-bit scale
+    gt = read_stack(stack).data.astype(np.float64)
+    truth = gt[:(len(gt) - 1) // 2 * 2 + 1]
+    lo, hi = gt.min(), gt.max()
+    pred = (truth[0:-1:2] + truth[2::2]) / 2
+    rmse8 = [np.sqrt(np.mean((to_8bit(p, lo, hi) - to_8bit(t, lo, hi)) ** 2)) for p, t in zip(pred, truth[1::2])]
+    linear2 = _row(rows, stack.name, "linear", 2)
+    assert float(linear2["rmse_8bit"]) == pytest.approx(np.mean(rmse8), rel=1e-5)
+    assert float(linear2["psnr_8bit"]) == pytest.approx(np.mean(20 * np.log10(255 / np.array(rmse8))), rel=1e-5)
+    assert float(linear2["rmse"]) == pytest.approx(np.mean([np.sqrt(np.mean((p - t) ** 2))
+                                                            for p, t in zip(pred, truth[1::2])]), rel=1e-5)
+    # cubic at 4x, with the library's evaluation
+    reference = evaluate_volume(read_stack(stack).data, {"cubic": "cubic"}, 4, name=stack.name)
+    cubic4 = next(r for r in reference.rows if r["factor"] == 4 and r["position"] == "all")
+    for key in ("psnr_8bit", "ssim_8bit", "rmse"):
+        assert float(_row(rows, stack.name, "cubic", 4)[key]) == pytest.approx(cubic4[key], rel=1e-9)
+
+    md = (out / "accuracy.md").read_text()
+    assert "## 2x" in md and "## 4x" in md and "PSNR gain over cubic (dB)" in md and "SSIM gain over cubic" in md
+    assert f"| {stack.name} | cubic |" in md and "| **overall** | zaugnet+ |" in md
+    gain = float(linear2["psnr_8bit"]) - float(_row(rows, stack.name, "cubic", 2)["psnr_8bit"])
+    assert f"| {stack.name} | linear | {float(linear2['psnr_8bit']):.2f} |" in md and f"| {gain:+.2f} |" in md
+    assert "Command: `python benchmarks/models.py --model zaugnet=" in md
+    # --auto: each auto row is the model's or cubic's, and the self-check section judges every choice
+    for f in (2, 4):
+        auto = _row(rows, stack.name, "auto(zaugnet)", f)["psnr_8bit"]
+        assert auto in (_row(rows, stack.name, "zaugnet", f)["psnr_8bit"], _row(rows, stack.name, "cubic", f)["psnr_8bit"])
+    assert "## Self-check (`--method auto`)" in md and md.count("| zaugnet+ | ") >= 2
+    assert f"| {stack.name} | 4 | zaugnet | " in md
+
+    # speed: a checkpoint runs eager only, a package each of its runtimes; each measured in its own process
+    speed = _rows(out / "speed.csv")
+    assert [(r["model"], r["runtime"], r["size"]) for r in speed] == [
+        ("zaugnet", "eager", "32"), ("zaugnet+", "eager", "32"), ("zaugnet+", "torchscript", "32"),
+        ("zaugnet+", "onnx", "32")]
+    for r in speed:
+        assert r["note"] == "" and float(r["pairs_per_s"]) > 0 and r["pairs"] == "2" and r["threads"] == "1"
+        assert float(r["peak_rss_mb"]) > 50 and 0 <= float(r["rss_increase_mb"]) < float(r["peak_rss_mb"])
+    text = (out / "speed.md").read_text()
+    assert "Hardware: " in text and "torch " in text and "onnxruntime " in text
+    assert "| zaugnet+ | onnx | 32 x 32 | 2 |" in text
+    for figure in ("accuracy.png", "speed.png"):
+        data = (out / figure).read_bytes()
+        assert data.startswith(PNG) and len(data) > 10_000
+
+
+def test_benchmark_refuses_a_missing_stack_and_writes_nothing(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    status = _script().main(["--stacks", str(tmp_path / "absent.tif"), "--skip-speed", "-o", str(out)])
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"benchmarks/models.py: error: {tmp_path / 'absent.tif'}: stack not found"]
+    assert not out.exists()
+
+
+def test_model_labels(tmp_path: Path) -> None:
+    script = _script()
+    assert script.parse_model("zaugnet+=runs/b/final.pt") == ("zaugnet+", "runs/b/final.pt")
+    assert script.parse_model("runs/b/final.pt") == ("final", "runs/b/final.pt")
+    with pytest.raises(ValueError, match="baseline"):
+        script.parse_model("cubic=model.pt")
