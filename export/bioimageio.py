@@ -3,8 +3,10 @@
 A package holds the student only (no teacher, no critic), wrapped by
 :class:`~zaugnet.export.wrapper.NormalizedStudent` so it takes ONE tensor ``(batch, channel, y, x)``
 in the user's intensity units and returns ``(batch, 1, y, x)`` in the same units: no pre- or
-postprocessing for bioimageio.core or deepImageJ to get wrong (the DPM channel of ZAugNet+ is never
-rescaled). Three weight formats: ``pytorch_state_dict`` (the original, with its architecture file),
+postprocessing for bioimageio.core or deepImageJ to get wrong (the DPM channel of ZAugNet+ and
+ZAugNet-C is never rescaled). Input channels: ``[slice_0, slice_1]`` (ZAugNet), ``[slice_0, slice_1,
+dpm]`` (ZAugNet+), ``[slice_m1, slice_0, slice_1, slice_2, dpm]`` (ZAugNet-C with K = 4 slices; see
+:func:`channel_names`). Three weight formats: ``pytorch_state_dict`` (the original, with its architecture file),
 ``torchscript`` and ``onnx`` (both converted from it, so they name it as ``parent``).
 
 :func:`export_model` builds everything in a staging folder beside the output, checks the three runtimes
@@ -28,6 +30,7 @@ import torch
 from zaugnet.training import __version__
 from zaugnet.training.checkpoint import load_checkpoint, load_generator
 from zaugnet.training.config import Config
+from zaugnet.training.data import context_indices, context_offsets
 from zaugnet.training.errors import InputError
 
 from .architecture import CALLABLE, FILE_NAME, architecture_kwargs, architecture_source
@@ -56,6 +59,8 @@ PAPER = {
 DEFAULT_TAGS = ("fluorescence-light-microscopy", "2d", "3d", "cells", "pytorch", "deepimagej", "fiji", "imagej",
                 "unet", "image-reconstruction", "image-restoration", "z-interpolation", "axial-resolution",
                 "zaugnet", "onnx", "torchscript")
+#: Added to :data:`DEFAULT_TAGS` per variant.
+VARIANT_TAGS = {"zaugnet-c": ("zaugnet-c", "cubic-interpolation")}
 
 FILES = {
     "state_dict": "zaugnet_state_dict.pt", "torchscript": "zaugnet_torchscript.pt", "onnx": "zaugnet.onnx",
@@ -77,28 +82,54 @@ class ExportChecks:
 
 
 # ------------------------------------------------------------------------------------ sample
-def _sample_pair(sample: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """``(pair (2, Y, X) float32, truth (Y, X) or None, where it came from)``, centre-cropped to a valid size."""
+def channel_names(n_slices: int, with_dpm: bool) -> list[str]:
+    """The input tensor's channel names: ``slice_<offset>`` per image channel (offsets in gaps from the gap's
+    first slice), then ``dpm``. Negative offsets are written ``m1``, ``m2``, ...: channel names must be
+    Python identifiers in the model format (``slice_-1`` is not one)."""
+    names = [f"slice_{o}" if o >= 0 else f"slice_m{-o}" for o in context_offsets(n_slices)]
+    return names + (["dpm"] if with_dpm else [])
+
+
+def _sample_window(sample: np.ndarray | None, n_slices: int = 2) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(window (K, Y, X) float32, truth (Y, X) or None, where it came from)``, centre-cropped to a valid size.
+
+    Two-slice models: slices ``k`` and ``k + 2`` around the stack's middle, slice ``k + 1`` as truth.
+    ZAugNet-C (``n_slices`` = K > 2): the K slices around the stack's middle gap at spacing 1 (the gap
+    lies between window slices K/2 - 1 and K/2), edge slices repeated where the stack is shorter than K,
+    as ``zaugnet predict`` does; no truth.
+    """
     if sample is None:
         from zaugnet.training.phantoms import simulate_stack
 
-        volume = simulate_stack((3, 128, 128), kind="membrane", seed=0)
-        source = "a simulated membrane phantom (zaugnet simulate --kind membrane --seed 0), slices 0 and 2"
-        pair, truth = volume[[0, 2]], volume[1]
+        if n_slices == 2:
+            volume = simulate_stack((3, 128, 128), kind="membrane", seed=0)
+            source = "a simulated membrane phantom (zaugnet simulate --kind membrane --seed 0), slices 0 and 2"
+            window, truth = volume[[0, 2]], volume[1]
+        else:
+            volume = simulate_stack((n_slices, 128, 128), kind="membrane", seed=0)
+            source = (f"a simulated membrane phantom (zaugnet simulate --kind membrane --seed 0), slices 0 to "
+                      f"{n_slices - 1}")
+            window, truth = volume, None
     else:
         array = np.asarray(sample)
         if array.ndim != 3 or array.shape[0] < 2 or not np.issubdtype(array.dtype, np.number):
             raise InputError("sample", f"expected a pair (2, Y, X) or a stack (Z, Y, X), got shape {array.shape}")
-        if array.shape[0] == 2:
-            pair, truth, source = array, None, "the given pair of slices"
+        if n_slices > 2:
+            gap = (array.shape[0] - 1) // 2
+            idx = context_indices(gap, 1, n_slices, 0, array.shape[0])
+            window, truth = array[idx], None
+            source = (f"slices {', '.join(str(i) for i in idx)} of the given stack (the gap between slices {gap} "
+                      f"and {gap + 1}; edge slices repeated as at the ends of a stack)")
+        elif array.shape[0] == 2:
+            window, truth, source = array, None, "the given pair of slices"
         else:
             k = max(0, array.shape[0] // 2 - 1)
-            pair, truth = array[[k, k + 2]], array[k + 1]
+            window, truth = array[[k, k + 2]], array[k + 1]
             source = f"slices {k} and {k + 2} of the given stack (slice {k + 1} is the truth)"
-    pair = np.asarray(pair, dtype=np.float32)
-    if not np.all(np.isfinite(pair)):
+    window = np.asarray(window, dtype=np.float32)
+    if not np.all(np.isfinite(window)):
         raise InputError("sample", "holds NaN or infinite values")
-    h, w = pair.shape[1:]
+    h, w = window.shape[1:]
     sizes = []
     for n in (h, w):
         if n < MIN_SIZE:
@@ -106,27 +137,27 @@ def _sample_pair(sample: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | No
         sizes.append(MIN_SIZE + (min(n, SAMPLE_MAX_SIZE) - MIN_SIZE) // SIZE_STEP * SIZE_STEP)
     y0, x0 = (h - sizes[0]) // 2, (w - sizes[1]) // 2
     crop = (slice(y0, y0 + sizes[0]), slice(x0, x0 + sizes[1]))
-    pair = np.ascontiguousarray(pair[(slice(None), *crop)])
+    window = np.ascontiguousarray(window[(slice(None), *crop)])
     if truth is not None:
         truth = np.ascontiguousarray(np.asarray(truth, dtype=np.float32)[crop])
-    return pair, truth, source
+    return window, truth, source
 
 
-def _model_input(pair: np.ndarray, with_dpm: bool, z: float) -> np.ndarray:
-    """``(1, C, Y, X)`` float32 network input: the pair, plus the DPM plane for ZAugNet+."""
-    channels = [pair[0], pair[1]] + ([np.full(pair.shape[1:], z, dtype=np.float32)] if with_dpm else [])
+def _model_input(window: np.ndarray, with_dpm: bool, z: float) -> np.ndarray:
+    """``(1, C, Y, X)`` float32 network input: the K slices, plus the DPM plane for ZAugNet+ and ZAugNet-C."""
+    channels = list(window) + ([np.full(window.shape[1:], z, dtype=np.float32)] if with_dpm else [])
     return np.stack(channels)[None].astype(np.float32)
 
 
-def _check_inputs(pair: np.ndarray, with_dpm: bool) -> list[np.ndarray]:
+def _check_inputs(window: np.ndarray, with_dpm: bool) -> list[np.ndarray]:
     """Inputs of :data:`CHECK_SHAPES` cut from the sample (reflect-extended where it is too small)."""
     inputs = []
     for b, h, w in CHECK_SHAPES:
-        extended = np.pad(pair, ((0, 0), (0, max(0, h - pair.shape[1])), (0, max(0, w - pair.shape[2]))),
+        extended = np.pad(window, ((0, 0), (0, max(0, h - window.shape[1])), (0, max(0, w - window.shape[2]))),
                           mode="reflect")
         samples = []
         for i in range(b):
-            p = extended[::-1] if i % 2 else extended  # second sample: the pair swapped
+            p = extended[::-1] if i % 2 else extended  # second sample: the slices in reverse order
             samples.append(_model_input(np.ascontiguousarray(p[:, :h, :w]), with_dpm, 0.5 - 0.25 * i)[0])
         inputs.append(np.stack(samples))
     return inputs
@@ -156,17 +187,26 @@ def _check_runtimes(network: NormalizedStudent, ts_path: Path, onnx_path: Path,
 
 
 # ------------------------------------------------------------------------------------ files
-def _write_cover(path: Path, title: str, pair: np.ndarray, prediction: np.ndarray, z: float,
+def _write_cover(path: Path, title: str, window: np.ndarray, prediction: np.ndarray, z: float,
                  truth: np.ndarray | None) -> None:
-    """Square PNG: the input pair on top, the prediction and the truth (or linear interpolation) below,
-    all on the pair's grey scale."""
+    """Square PNG: the gap's two input slices on top, the prediction and the truth below (else linear
+    interpolation, or for ZAugNet-C the cubic interpolation it corrects), all on the inputs' grey scale."""
     from matplotlib.figure import Figure
 
-    reference = ((truth, "true slice") if truth is not None else
-                 ((1 - z) * pair[0] + z * pair[1], f"linear interpolation (z = {z:g})"))
-    panels = [(pair[0], "input slice_0"), (pair[1], "input slice_1"), (prediction, f"prediction (z = {z:g})"),
+    from zaugnet.training.nets import cubic_weights
+
+    k = len(window) // 2 - 1  # slice_0
+    first, second = window[k], window[k + 1]
+    if truth is not None:
+        reference = (truth, "true slice")
+    elif len(window) > 2:
+        cubic = sum(float(c) * window[k - 1 + j] for j, c in enumerate(cubic_weights(z)))  # type: ignore[arg-type]
+        reference = (cubic, f"cubic interpolation (z = {z:g})")
+    else:
+        reference = ((1 - z) * first + z * second, f"linear interpolation (z = {z:g})")
+    panels = [(first, "input slice_0"), (second, "input slice_1"), (prediction, f"prediction (z = {z:g})"),
               reference]
-    lo, hi = float(pair.min()), float(pair.max())
+    lo, hi = float(window.min()), float(window.max())
     fig = Figure(figsize=(6, 6), dpi=100)
     for i, (image, label) in enumerate(panels):
         ax = fig.add_subplot(2, 2, i + 1)
@@ -205,17 +245,18 @@ Packaged by zaugnet {zaugnet_version}.
   reflect-pads to a multiple of 16 and crops back, so ZAugNet's own predictor (`zaugnet predict --model
   this.zip`) takes any size; bioimageio.core refuses sizes outside the steps (it follows this rdf).
 
-Normalisation is part of the network: per sample it maps the joint {normalization} range of the two slices to
-[0, 1] (a constant pair is guarded), runs the student and maps the prediction back. The rdf therefore declares
+Normalisation is part of the network: per sample it maps the joint {normalization} range of the {slices_word} to
+[0, 1] (a constant input is guarded), runs the student and maps the prediction back. The rdf therefore declares
 no pre- or postprocessing, and neither bioimageio.core nor deepImageJ must normalise.
 
 ## Use
 
 - ZAugNet: `zaugnet predict stack.tif -o out.tif --model this.zip` (pairs, passes, tiling and z spacing handled).
-- bioimageio.core: `bioimageio predict ./this.zip --inputs pair.npy --outputs prediction.npy` with a
+- bioimageio.core: `bioimageio predict ./this.zip --inputs {input_file}.npy --outputs prediction.npy` with a
   (1, {n_channels}, y, x) float32 array.
-- deepImageJ (Fiji): open the pair as ONE image with {n_channels} channels (channels, not slices:
-  `Stack.setDimensions({n_channels},1,1)`), then run the model. Tiling is allowed.
+- deepImageJ (Fiji): open the {what_slices} as ONE image with {n_channels} channels (channels, not slices:
+  `Stack.setDimensions({n_channels},1,1)`), then run the model. Tiling is allowed. For a whole stack use the
+  macro `fiji_macros/{macro}` of the zaugnet repository.
 
 ## Tiling and halo
 
@@ -248,13 +289,12 @@ training configuration is in the rdf under `config.zaugnet.training`.
 - Held-out validation triplets during training (split by stack or z-block, not by triplet): {metrics}.
 - Export checks of this package: TorchScript and ONNX Runtime against the eager PyTorch network on inputs of
   shape (batch, y, x) {shapes}, including non-square sizes and sizes that are not multiples of 16. Max abs
-  difference relative to each pair's intensity range: TorchScript {ts_errors}; ONNX Runtime {onnx_errors}
+  difference relative to each input's intensity range (its slices): TorchScript {ts_errors}; ONNX Runtime {onnx_errors}
   (tolerance {tolerance:g}).
 - {test_line}
 - Sample (test tensors, cover): {sample_source}.{truth_line}
 
-Two slices cannot see curvature along z: on smooth structures cubic interpolation (four slices) can beat any
-two-slice method. Compare with the linear and cubic baselines on your data (`zaugnet evaluate`).
+{closing}
 """
 
 
@@ -268,10 +308,30 @@ def _documentation(*, name: str, config: Config, variant_text: str, channel_name
                f"{last.get('val_psnr_linear', float('nan')):.2f} dB), SSIM {last.get('val_ssim', float('nan')):.3f}")
     normalization = (f"{data.percentiles[0]:g}-{data.percentiles[1]:g} percentile"
                      if data.normalization == "percentile" else "min-max")
+    k = net.n_slices
     channel_note = ("The `dpm` channel is a constant plane holding the relative position z in [0, 1] of the slice "
                     "to predict (0 = slice_0, 1 = slice_1); it is never rescaled." if net.with_dpm else
                     "The predicted slice lies midway between the two (z = 0.5); apply the model k times for a "
                     "2^k z-upsampling.")
+    closing = ("Two slices cannot see curvature along z: on smooth structures cubic interpolation (four slices) can "
+               "beat any two-slice method. Compare with the linear and cubic baselines on your data "
+               "(`zaugnet evaluate`).")
+    if k > 2:
+        lowest, highest = channel_names[0], channel_names[k - 1]
+        channel_note = (
+            f"The {k} slices are consecutive input slices at the stack's spacing: the new slice lies in the gap "
+            f"between `slice_0` and `slice_1`, and `{lowest}` ... `{highest}` are the slices around it (`m` = minus: "
+            f"`slice_m1` is the slice before `slice_0`). At the first and last gaps of a stack, where slices are "
+            "missing, repeat the edge slice (the first gap of slices s0, s1, s2, ... is [s0, s0, s1, s2]; the last "
+            "of ..., s(n-3), s(n-2), s(n-1) is [s(n-3), s(n-2), s(n-1), s(n-1)] for K = 4), as `zaugnet predict` "
+            f"and the cubic baseline do. {channel_note}")
+        closing = (
+            f"The output is the 4-point Keys cubic interpolation (a = -0.5) of the inner four slices at z plus a "
+            f"learned correction (a convolutional head over the {k} slices, the cubic estimate and the prediction "
+            "of a ZAugNet+ flow branch on slice_0, slice_1 and the DPM). It is NOT clamped to the inputs' range: "
+            "like cubic interpolation it may overshoot it slightly (8/16-bit results are clipped by zaugnet's "
+            "predictor and the Fiji macro). Compare with the linear and cubic baselines on your data "
+            "(`zaugnet evaluate`).")
     truth_line = ("" if sample_error is None else
                   f" The prediction's mean absolute error to the true middle slice is {sample_error:.3g} of the "
                   "pair's intensity range.")
@@ -285,6 +345,10 @@ def _documentation(*, name: str, config: Config, variant_text: str, channel_name
         channels=", ".join(f"`{c}`" for c in channel_names), channel_note=channel_note, min_size=MIN_SIZE,
         step=SIZE_STEP, next_size=MIN_SIZE + SIZE_STEP, max_test_size=MIN_SIZE + 2 * SIZE_STEP,
         normalization=normalization, n_channels=len(channel_names), context=TILING_CONTEXT,
+        slices_word=("two slices" if k == 2 else f"{k} slices"), input_file=("pair" if k == 2 else "slices"),
+        what_slices=("pair" if k == 2 else f"{k} slices (and the DPM plane)"),
+        macro={"zaugnet": "zaugnet.ijm", "zaugnet+": "zaugnet_plus.ijm"}.get(net.variant, "zaugnet_c.ijm"),
+        closing=closing,
         state_dict_file=FILES["state_dict"], arch_file=FILE_NAME, callable=CALLABLE,
         torchscript_file=FILES["torchscript"], ts_version=checks.torchscript_version,
         torch_version=torch.__version__.split("+")[0], onnx_file=FILES["onnx"], opset=checks.onnx_opset,
@@ -317,10 +381,13 @@ def _build_description(stage: Path, *, name: str, description: str, authors: Seq
     y, x = v0_5.AxisId("y"), v0_5.AxisId("x")
     inp, out = v0_5.TensorId("input"), v0_5.TensorId("output")
     size = v0_5.ParameterizedSize(min=MIN_SIZE, step=SIZE_STEP)
-    dpm = "; dpm = relative z in [0, 1]" if len(channel_names) == 3 else ""
+    n_images = len(channel_names) - (1 if channel_names[-1] == "dpm" else 0)
+    dpm = "; dpm = relative z in [0, 1]" if channel_names[-1] == "dpm" else ""
+    what = ("two neighbouring z-slices" if n_images == 2 else
+            f"{n_images} consecutive z-slices around the gap (edge slices repeated)")
     inputs = [v0_5.InputTensorDescr(
         id=inp,
-        description=f"two neighbouring z-slices as channels, any intensity units{dpm}",
+        description=f"{what} as channels, any intensity units{dpm}",
         axes=[v0_5.BatchAxis(),
               v0_5.ChannelAxis(channel_names=[v0_5.Identifier(c) for c in channel_names]),
               v0_5.SpaceInputAxis(id=y, size=size), v0_5.SpaceInputAxis(id=x, size=size)],
@@ -434,7 +501,18 @@ def run_bioimageio_test(source: str | Path, accept: Sequence[str] = ()) -> Verdi
 
 
 # ------------------------------------------------------------------------------------ entry point
-def _default_text(variant: str) -> tuple[str, str, str]:
+def _default_text(variant: str, channels: Sequence[str] = ()) -> tuple[str, str, str]:
+    if variant == "zaugnet-c":
+        return ("ZAugNet-C z-slice interpolation",
+                f"ZAugNet-C predicts the slice at any relative position z inside a gap of a 3D microscopy stack from "
+                f"the {len(channels) - 1} slices around it: cubic interpolation plus a learned correction "
+                f"(self-supervised; z given as a constant DPM channel). Takes [{', '.join(channels)}] in any "
+                "intensity units, returns the slice in the same units.",
+                "ZAugNet-C interpolates inside the gap between slice_0 and slice_1 at any relative position z in "
+                "(0, 1), seeing the slices on both sides of the gap too: its output is the 4-point cubic "
+                "interpolation of the slices plus a correction learned on the data (from the slices, the cubic "
+                "estimate and a ZAugNet+ flow branch). For stacks where curvature along z matters and for "
+                "arbitrary upsampling factors.")
     if variant == "zaugnet+":
         return ("ZAugNet+ z-slice interpolation",
                 "ZAugNet+ predicts the slice at any relative position z between two neighbouring z-slices of a 3D "
@@ -485,12 +563,13 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
         check or warning). ``False`` skips only that test; the runtime parity checks always run.
     sample
         Data for the test tensors, sample tensors and cover: a pair ``(2, Y, X)`` of neighbouring slices
-        or a stack ``(Z, Y, X)`` (two slices around its middle, the one between as truth). Centre-cropped
+        or a stack ``(Z, Y, X)`` (two slices around its middle, the one between as truth; ZAugNet-C: the
+        K consecutive slices around its middle gap, edge slices repeated if it has fewer). Centre-cropped
         to a valid size of at most 256 x 256. Default: a simulated membrane phantom.
     name, description
         The rdf's name (letters, digits, ``_+- ()``) and short description; defaults per variant.
     sample_z
-        ZAugNet+: the DPM value of the test and sample tensors (ZAugNet: always 0.5).
+        ZAugNet+ and ZAugNet-C: the DPM value of the test and sample tensors (ZAugNet: always 0.5).
     authors
         Names or dicts (``name``, ``affiliation``, ``email``, ``orcid``; no ``github_user``: it needs the
         GitHub API). Default: the zaugnet project.
@@ -527,22 +606,23 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
             raise InputError(f, "figure not found")
     state = load_checkpoint(checkpoint)
     config, generator = load_generator(checkpoint)
-    with_dpm = config.net.with_dpm
+    with_dpm, n_slices = config.net.with_dpm, config.net.n_slices
     z = float(sample_z) if with_dpm else 0.5
     if not 0.0 < z < 1.0:
         raise InputError("sample_z", f"must lie strictly between 0 and 1, got {sample_z}")
     network = NormalizedStudent(generator.student.eval(), with_dpm, config.data.normalization,
-                                config.data.percentiles).eval()
+                                config.data.percentiles, n_slices).eval()
     del generator  # the teacher is not exported
-    channel_names = ["slice_0", "slice_1"] + (["dpm"] if with_dpm else [])
-    pair, truth, sample_source = _sample_pair(sample)
+    names = channel_names(n_slices, with_dpm)
+    window, truth, sample_source = _sample_window(sample, n_slices)
     if truth is not None and z != 0.5:
         truth, sample_source = None, sample_source.split(" (slice")[0]  # the middle slice is not at z
-    test_input = _model_input(pair, with_dpm, z)
+    test_input = _model_input(window, with_dpm, z)
     test_output = _predict(network, test_input)
     sample_error = (None if truth is None else
                     float(np.abs(test_output[0, 0] - truth).mean() / intensity_span(test_input)[0]))
-    default_name, default_description, variant_text = _default_text(config.net.variant)
+    default_name, default_description, variant_text = _default_text(config.net.variant, names)
+    default_tags = DEFAULT_TAGS + VARIANT_TAGS.get(config.net.variant, ())
     author_list = [{"name": a} if isinstance(a, str) else dict(a) for a in (authors or ["ZAugNet team"])]
     if any("github_user" in a for a in author_list):
         raise InputError("authors", "leave out github_user: validating it needs the GitHub API")
@@ -558,12 +638,12 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
             save_torchscript(network, stage / FILES["torchscript"])
             _export_onnx(network, stage / FILES["onnx"], torch.from_numpy(test_input), opset=OPSET)
             checks = _check_runtimes(network, stage / FILES["torchscript"], stage / FILES["onnx"],
-                                     _check_inputs(pair, with_dpm))
+                                     _check_inputs(window, with_dpm))
             np.save(stage / FILES["test_input"], test_input)
             np.save(stage / FILES["test_output"], test_output)
             _write_tif(stage / FILES["sample_input"], test_input[0], "CYX")
             _write_tif(stage / FILES["sample_output"], test_output[0, 0], "YX")
-            _write_cover(stage / FILES["cover"], name or default_name, pair, test_output[0, 0], z, truth)
+            _write_cover(stage / FILES["cover"], name or default_name, window, test_output[0, 0], z, truth)
             attached = []
             for f in figure_paths:
                 target = f"figure_{len(attached)}_{f.name}"
@@ -571,7 +651,7 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
                 attached.append(target)
             rdf_name = name or default_name
             (stage / FILES["documentation"]).write_text(_documentation(
-                name=rdf_name, config=config, variant_text=variant_text, channel_names=channel_names, checks=checks,
+                name=rdf_name, config=config, variant_text=variant_text, channel_names=names, checks=checks,
                 history=list(state.get("history") or []), data_files=[str(d) for d in state.get("data") or []],
                 sample_source=sample_source, sample_error=sample_error, extra=documentation, figures=attached,
                 tested=test))
@@ -580,8 +660,8 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
             try:
                 descr = _build_description(
                     stage, name=rdf_name, description=description or default_description, authors=author_list,
-                    version=version, license_id=license, tags=tags or DEFAULT_TAGS, config=config,
-                    channel_names=channel_names, checks=checks, tolerance_abs=tolerance_abs, attachments=attached,
+                    version=version, license_id=license, tags=tags or default_tags, config=config,
+                    channel_names=names, checks=checks, tolerance_abs=tolerance_abs, attachments=attached,
                     extra_config=extra_config, maintainers=maintainers)
             except ValueError as err:  # pydantic's ValidationError: a field the user gave is not valid
                 raise InputError(output, f"not a valid BioImage.IO description: {err}") from None

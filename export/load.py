@@ -48,6 +48,25 @@ HTTP_TIMEOUT = 60.0
 #: Bounds on a package's architecture kwargs (the paper network: widths <= 240, depth 8).
 MAX_WIDTH, MAX_DEPTH = 4096, 64
 _ZOO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+){0,3}$")
+#: The packages shipped in the repository (``bioimageio_models/`` beside ``export/``).
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "bioimageio_models"
+#: The shipped package ``zaugnet predict`` uses when no ``--model`` is given.
+DEFAULT_MODEL = "zaugnet"
+
+
+def default_model() -> Path:
+    """The shipped default model's package folder.
+
+    Raises
+    ------
+    InputError
+        If it is not there (an installation without the repository's ``bioimageio_models/``).
+    """
+    path = SHIPPED_MODELS / DEFAULT_MODEL
+    if not (path / "rdf.yaml").is_file():
+        raise InputError("--model", f"no model given, and the shipped default ({path}) is not there; pass --model "
+                                    "(a checkpoint, a package, a URL or a model-zoo id) or --method cubic")
+    return path
 
 
 # ------------------------------------------------------------------------------------ files
@@ -123,8 +142,9 @@ def _read_rdf(folder: Path, name: str) -> tuple[dict[str, Any], Path]:
 
 
 # ------------------------------------------------------------------------------------ packages
-def _variant(rdf: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
-    """The package's variant (from config.zaugnet, else the number of input channels) and its zaugnet config."""
+def _variant(rdf: dict[str, Any], name: str) -> tuple[str, int, dict[str, Any]]:
+    """The package's variant (from config.zaugnet, else the number of input channels: 2 -> ZAugNet, 3 -> ZAugNet+,
+    K + 1 >= 5 -> ZAugNet-C), its image channels per gap (2, or ZAugNet-C's K) and its zaugnet config."""
     inputs, outputs = rdf.get("inputs") or [], rdf.get("outputs") or []
     if len(inputs) != 1 or len(outputs) != 1:
         raise InputError(name, f"expected one input and one output tensor, got {len(inputs)} and {len(outputs)}")
@@ -141,12 +161,21 @@ def _variant(rdf: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(zconfig, dict):
         zconfig = {}
     variant = zconfig.get("variant")
-    if variant is None and isinstance(channels, list):
-        variant = {2: "zaugnet", 3: "zaugnet+"}.get(len(channels))
-    if variant not in ("zaugnet", "zaugnet+"):
-        raise InputError(name, "not a ZAugNet package: the input must have 2 channels [slice_0, slice_1] "
-                               "or 3 [slice_0, slice_1, dpm]")
-    return variant, zconfig
+    n_channels = len(channels) if isinstance(channels, list) else None
+    if variant is None and n_channels is not None:
+        variant = {2: "zaugnet", 3: "zaugnet+"}.get(n_channels, "zaugnet-c" if n_channels >= 5 else None)
+    expected = {"zaugnet": 2, "zaugnet+": 3}.get(variant) if isinstance(variant, str) else None
+    if variant == "zaugnet-c":
+        if n_channels is None or n_channels < 5 or n_channels % 2 == 0:
+            raise InputError(name, f"a ZAugNet-C package needs an even number K >= 4 of slices and the DPM as input "
+                                   f"channels, got {n_channels if n_channels is not None else 'no channel names'}")
+        expected = n_channels
+    if expected is None:
+        raise InputError(name, "not a ZAugNet package: the input must have 2 channels [slice_0, slice_1], "
+                               "3 [slice_0, slice_1, dpm] or K + 1 [K slices, dpm] (ZAugNet-C)")
+    if n_channels is not None and n_channels != expected:
+        raise InputError(name, f"a {variant} package needs {expected} input channels, the rdf names {n_channels}")
+    return variant, (expected - 1 if variant == "zaugnet-c" else 2), zconfig
 
 
 def _outer_normalization(zconfig: dict[str, Any]) -> tuple[str, tuple[float, float]] | None:
@@ -158,10 +187,10 @@ def _outer_normalization(zconfig: dict[str, Any]) -> tuple[str, tuple[float, flo
 
 
 def _state_dict_network(entry: dict[str, Any], weights: Path, name: str, variant: str,
-                        device: str) -> torch.nn.Module:
+                        device: str, n_slices: int = 2) -> torch.nn.Module:
     """zaugnet's own network for a ``pytorch_state_dict`` entry; weights read with ``weights_only=True``."""
     from zaugnet.training.config import NetConfig
-    from zaugnet.training.nets import Student
+    from zaugnet.training.nets import build_student
 
     from .wrapper import NormalizedStudent
 
@@ -171,16 +200,18 @@ def _state_dict_network(entry: dict[str, Any], weights: Path, name: str, variant
                                f"{CALLABLE!r}; refusing to run an unknown architecture file")
     kwargs = dict(arch.get("kwargs") or {})
     try:
+        context = {"context_slices": kwargs.get("context_slices", 4), "head_width": kwargs.get("head_width", 16)}
         net = NetConfig(variant=kwargs.get("variant"), block_widths=kwargs.get("block_widths"),
                         trunk_depth=kwargs.get("trunk_depth"), context_width=kwargs.get("context_width"),
-                        unet_width=kwargs.get("unet_width"))
+                        unet_width=kwargs.get("unet_width"), **context)
         lo, hi = (float(q) for q in kwargs.get("percentiles") or (0.1, 99.9))
-        if net.variant != variant or max(*net.block_widths, net.context_width, net.unet_width) > MAX_WIDTH \
+        if net.variant != variant or net.n_slices != n_slices \
+                or max(*net.block_widths, net.context_width, net.unet_width, net.head_width) > MAX_WIDTH \
                 or net.trunk_depth > MAX_DEPTH or not 0 <= lo < hi <= 100:
-            raise ValueError(f"variant {net.variant} (package: {variant}), widths <= {MAX_WIDTH}, "
-                             f"depth <= {MAX_DEPTH} and 0 <= percentiles <= 100 expected")
-        network = NormalizedStudent(Student(net).eval(), net.with_dpm, kwargs.get("normalization", "minmax"),
-                                    (lo, hi))
+            raise ValueError(f"variant {net.variant} with {net.n_slices} slices (package: {variant}, {n_slices}), "
+                             f"widths <= {MAX_WIDTH}, depth <= {MAX_DEPTH} and 0 <= percentiles <= 100 expected")
+        network = NormalizedStudent(build_student(net).eval(), net.with_dpm, kwargs.get("normalization", "minmax"),
+                                    (lo, hi), net.n_slices)
     except (ValueError, TypeError) as err:
         raise InputError(name, f"pytorch_state_dict: architecture kwargs are not valid ({err})") from None
     try:
@@ -220,7 +251,7 @@ def interpolator_from_package(folder: str | Path, *, device: str = "cpu", weight
     label = name or str(folder)
     rdf, _ = _read_rdf(folder, label)
     verify_package_files(folder, rdf, label)
-    variant, zconfig = _variant(rdf, label)
+    variant, n_slices, zconfig = _variant(rdf, label)
     weights = rdf.get("weights") or {}
     if weight_format is not None and weight_format not in WEIGHT_PRIORITY:
         raise InputError("weight_format", f"choose from {', '.join(WEIGHT_PRIORITY)}, got {weight_format!r}")
@@ -238,7 +269,7 @@ def interpolator_from_package(folder: str | Path, *, device: str = "cpu", weight
         network, outer = _OnnxNetwork(path), None
     else:
         network = (load_torchscript(path, device) if chosen == "torchscript"
-                   else _state_dict_network(entry, path, label, variant, device))
+                   else _state_dict_network(entry, path, label, variant, device, n_slices))
         inner = getattr(network, "student", None)
         if outer is not None and isinstance(inner, torch.nn.Module):
             network = inner  # normalise outside, once per pair (tiles share the pair's range)
@@ -246,7 +277,7 @@ def interpolator_from_package(folder: str | Path, *, device: str = "cpu", weight
             outer = None
     mode, percentiles = outer if outer else ("none", (0.1, 99.9))
     return ModelInterpolator(network, variant, device=device, normalization=mode, percentiles=percentiles,
-                             **options)
+                             n_slices=n_slices, **options)
 
 
 # ------------------------------------------------------------------------------------ remote

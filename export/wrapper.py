@@ -1,12 +1,14 @@
 """The packaged network: a trained student with the intensity normalisation inside.
 
 :class:`NormalizedStudent` takes ONE tensor ``(batch, channel, y, x)`` in the user's intensity units,
-channels ``[slice_0, slice_1]`` (ZAugNet) or ``[slice_0, slice_1, dpm]`` (ZAugNet+), and returns
-``(batch, 1, y, x)`` in the same units. Per sample it takes the joint range of the two image channels
-(min/max, or the training run's percentiles), maps them to [0, 1], runs the student and maps the
-prediction back. The DPM channel (relative z in [0, 1]) is passed through unchanged. A constant pair
-(zero range) is guarded exactly as :func:`zaugnet.training.data.normalize_pair` does, so the
-prediction equals :class:`zaugnet.training.predict.ModelInterpolator` on the same pair.
+channels ``[slice_0, slice_1]`` (ZAugNet), ``[slice_0, slice_1, dpm]`` (ZAugNet+) or the K slices
+around the gap and the DPM, ``[slice_-1, slice_0, slice_1, slice_2, dpm]`` for K = 4 (ZAugNet-C), and
+returns ``(batch, 1, y, x)`` in the same units. Per sample it takes the joint range of the K image
+channels (min/max, or the training run's percentiles), maps them to [0, 1], runs the student and maps
+the prediction back. The DPM channel (relative z in [0, 1], always the last) is passed through
+unchanged. A constant input (zero range) is guarded exactly as
+:func:`zaugnet.training.data.normalize_pair` does, so the prediction equals
+:class:`zaugnet.training.predict.ModelInterpolator` (``predict_windows``) on the same slices.
 
 Consumers (bioimageio.core, deepImageJ) therefore need no pre- or postprocessing. The module is
 written in the subset of Python that ``torch.jit.script`` and the ONNX exporter understand, and it
@@ -42,28 +44,33 @@ class NormalizedStudent(nn.Module):
     Parameters
     ----------
     student
-        A :class:`zaugnet.training.nets.Student` in eval mode (inputs in [0, 1]).
+        A :class:`zaugnet.training.nets.Student` or ``ContextStudent`` in eval mode (inputs in [0, 1]).
     with_dpm
-        ZAugNet+ (3 input channels, the third is the DPM) or ZAugNet (2 channels).
+        Whether a DPM channel follows the image channels (ZAugNet+, ZAugNet-C).
     normalization
-        ``"minmax"`` (joint min and max of the two slices) or ``"percentile"``.
+        ``"minmax"`` (joint min and max of the image channels) or ``"percentile"``.
     percentiles
         Low and high percentile (0-100) for ``"percentile"``.
+    n_slices
+        Image channels: 2 (ZAugNet, ZAugNet+) or ZAugNet-C's K.
     """
 
     def __init__(self, student: nn.Module, with_dpm: bool, normalization: str = "minmax",
-                 percentiles: tuple[float, float] = (0.1, 99.9)) -> None:
+                 percentiles: tuple[float, float] = (0.1, 99.9), n_slices: int = 2) -> None:
         super().__init__()
         if normalization not in ("minmax", "percentile"):
             raise ValueError(f"normalization must be 'minmax' or 'percentile', got {normalization!r}")
+        if n_slices < 2:
+            raise ValueError(f"n_slices must be at least 2, got {n_slices}")
         self.student = student
         self.with_dpm = bool(with_dpm)
+        self.n_slices = int(n_slices)
         self.percentile = normalization == "percentile"
         self.q_low = float(percentiles[0]) / 100.0
         self.q_high = float(percentiles[1]) / 100.0
 
     def intensity_range(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-sample ``(low, scale)`` of the two image channels, each ``(B, 1, 1, 1)``; ``scale > 0``."""
+        """Per-sample ``(low, scale)`` of the image channels (jointly), each ``(B, 1, 1, 1)``; ``scale > 0``."""
         flat = images.reshape(images.shape[0], -1)
         if self.percentile:
             ordered = torch.sort(flat, dim=1).values
@@ -78,10 +85,11 @@ class NormalizedStudent(nn.Module):
         return lo.reshape(-1, 1, 1, 1), scale.reshape(-1, 1, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, 2 or 3, Y, X)`` in intensity units -> ``(B, 1, Y, X)`` in the same units."""
-        images = x[:, 0:2]
+        """``(B, n_slices (+ 1 for the DPM), Y, X)`` in intensity units -> ``(B, 1, Y, X)`` in the same units."""
+        k = self.n_slices
+        images = x[:, 0:k]
         lo, scale = self.intensity_range(images)
         net_in = (images - lo) / scale
         if self.with_dpm:
-            net_in = torch.cat((net_in, x[:, 2:3]), 1)
+            net_in = torch.cat((net_in, x[:, k:k + 1]), 1)
         return self.student(net_in) * scale + lo

@@ -102,6 +102,8 @@ function zaMain() {
     variant = zaRdfVariant(rdf);
     if (variant == "zaugnet")
         zaFail("the model in " + model + " is a ZAugNet package (input channels slice_0, slice_1, no dpm); use zaugnet.ijm");
+    if (variant == "zaugnet-c")
+        zaFail("the model in " + model + " is a ZAugNet-C package (input channels: " + zaRdfSlices(rdf) + " slices and dpm); use zaugnet_c.ijm");
     if (outputId == "")
         outputId = zaRdfOutputId(rdf);
     zaCheckOutputPath(output, input);
@@ -159,29 +161,7 @@ function zaMain() {
     }
 }
 
-// Relative positions from "0.25,0.5,0.75": increasing, strictly between 0 and 1.
-function zaPositions(text) {
-    parts = split(text, ", ");
-    rel = newArray(parts.length);
-    for (j = 0; j < parts.length; j++) {
-        rel[j] = parseFloat(parts[j]);
-        if (isNaN(rel[j]) || rel[j] <= 0 || rel[j] >= 1)
-            zaFail("positions=" + text + ": need numbers strictly between 0 and 1");
-        if (j > 0) {
-            if (rel[j] <= rel[j - 1])
-                zaFail("positions=" + text + ": need increasing values");
-        }
-    }
-    if (parts.length == 0)
-        zaFail("positions=" + text + ": no positions");
-    return rel;
-}
-
-function zaTrim(text) {
-    return replace(replace(text, "^\\s+", ""), "\\s+$", "");
-}
-
-// ==== shared helpers: keep this block identical in zaugnet.ijm and zaugnet_plus.ijm (a test checks) ====
+// ==== shared helpers: keep this block identical in zaugnet.ijm, zaugnet_plus.ijm and zaugnet_c.ijm (a test checks) ====
 
 // The ONE place that calls deepImageJ. Current syntax (deepImageJ master / 3.1.x, snake_case keys); it writes
 // "<input file name without extension>_<output tensor id>.tif" into output_folder. For another deepImageJ
@@ -200,20 +180,31 @@ function zaOpt(value) {
 // The slice predicted between slices i and i+1 of the 32-bit stack src (ZAugNet+: at relative position z;
 // z < 0: ZAugNet, no DPM channel), as a new 32-bit image of the same width and height.
 function zaPredict(src, i, z, model, outputId, waitSec) {
+    return zaPredictWindow(src, newArray(i, i + 1), z, model, outputId, waitSec);
+}
+
+// The slice predicted from the slices numbered in `slices` (1-based, repeats allowed) of the 32-bit stack src,
+// made into ONE image with those slices as its channels, in that order, plus a constant DPM channel holding
+// z when z >= 0 (z < 0: ZAugNet, no DPM). The new slice lies between slices[K/2 - 1] and slices[K/2]
+// (K = slices.length). Returns a new 32-bit image of the same width and height.
+function zaPredictWindow(src, slices, z, model, outputId, waitSec) {
     selectImage(src);
     w = getWidth();
     h = getHeight();
-    run("Duplicate...", "title=" + ZA_TAG + "_pair duplicate range=" + i + "-" + (i + 1));
+    channels = slices.length;
+    if (z >= 0)
+        channels++;
+    newImage(ZA_TAG + "_pair", "32-bit black", w, h, channels);
     pair = getImageID();
     zaTrack(pair);
-    channels = 2;
+    for (k = 0; k < slices.length; k++)
+        zaCopySlice(src, slices[k], pair, k + 1);
+    selectImage(pair);
     if (z >= 0) {
-        setSlice(2);
-        run("Add Slice");
-        setSlice(3);
+        setSlice(channels);
         run("Set...", "value=" + d2s(z, 9) + " slice");
-        channels = 3;
     }
+    gap = "" + slices[floor(slices.length / 2) - 1] + "-" + slices[floor(slices.length / 2)];  // "" first, else "-" is arithmetic
     W = zaValidSize(w);
     H = zaValidSize(h);
     zaPadReflect(pair, w, h, W, H);
@@ -229,7 +220,7 @@ function zaPredict(src, i, z, model, outputId, waitSec) {
     expected = "pair_" + outputId + ".tif";
     found = zaWaitForOutput(outDir, expected, waitSec);
     if (found == "")
-        zaFail("deepImageJ wrote no output for slices " + i + "-" + (i + 1) + " (expected " + outDir + expected + " within " + waitSec + " s); see the Log window / console for deepImageJ's error");
+        zaFail("deepImageJ wrote no output for slices " + gap + " (expected " + outDir + expected + " within " + waitSec + " s); see the Log window / console for deepImageJ's error");
     open(found);
     pred = getImageID();
     zaTrack(pred);
@@ -463,17 +454,36 @@ function zaModelFolder(model) {
     return model;
 }
 
-// "zaugnet" / "zaugnet+" from the rdf's config (or its dpm channel), "" if unknown.
+// "zaugnet" / "zaugnet+" / "zaugnet-c" from the rdf's config (or its input channels), "" if unknown.
 function zaRdfVariant(rdf) {
     lines = split(rdf, "\n");
     for (k = 0; k < lines.length; k++) {
-        if (matches(lines[k], "^\\s+variant:\\s*['\"]?(zaugnet\\+?)['\"]?\\s*$"))
-            return replace(lines[k], "^\\s+variant:\\s*['\"]?(zaugnet\\+?)['\"]?\\s*$", "$1");
+        if (matches(lines[k], "^\\s+variant:\\s*['\"]?(zaugnet(\\+|-c)?)['\"]?\\s*$"))
+            return replace(lines[k], "^\\s+variant:\\s*['\"]?(zaugnet(\\+|-c)?)['\"]?\\s*$", "$1");
     }
-    for (k = 0; k < lines.length; k++)
-        if (matches(lines[k], "^\\s*-\\s*['\"]?dpm['\"]?\\s*$"))
+    for (k = 0; k < lines.length; k++) {
+        if (matches(lines[k], "^\\s*-\\s*['\"]?dpm['\"]?\\s*$")) {
+            if (zaRdfSlices(rdf) > 2)
+                return "zaugnet-c";
             return "zaugnet+";
+        }
+    }
     return "";
+}
+
+// Number of image channels (slice_0, slice_1, slice_m1, slice_2, ...: not the dpm) of the rdf's input tensor.
+function zaRdfSlices(rdf) {
+    lines = split(rdf, "\n");
+    count = 0;
+    inside = false;
+    for (k = 0; k < lines.length; k++) {
+        line = replace(lines[k], "\r", "");
+        if (matches(line, "^\\S.*"))
+            inside = matches(line, "^inputs:\\s*$");
+        else if (inside && matches(line, "^\\s*-\\s*['\"]?slice_m?[0-9]+['\"]?\\s*$"))
+            count++;
+    }
+    return count;
 }
 
 // Id of the first output tensor in rdf.yaml (format 0.5 `id:`, 0.4 `name:`); "output" if not found.
@@ -590,6 +600,28 @@ function zaInteger(text, name) {
     if (isNaN(v) || v != parseFloat(text))
         zaFail(name + "=" + text + ": expected a whole number");
     return v;
+}
+
+// Relative positions from "0.25,0.5,0.75": increasing, strictly between 0 and 1.
+function zaPositions(text) {
+    parts = split(text, ", ");
+    rel = newArray(parts.length);
+    for (j = 0; j < parts.length; j++) {
+        rel[j] = parseFloat(parts[j]);
+        if (isNaN(rel[j]) || rel[j] <= 0 || rel[j] >= 1)
+            zaFail("positions=" + text + ": need numbers strictly between 0 and 1");
+        if (j > 0) {
+            if (rel[j] <= rel[j - 1])
+                zaFail("positions=" + text + ": need increasing values");
+        }
+    }
+    if (parts.length == 0)
+        zaFail("positions=" + text + ": no positions");
+    return rel;
+}
+
+function zaTrim(text) {
+    return replace(replace(text, "^\\s+", ""), "\\s+$", "");
 }
 
 function zaStripExtension(name) {

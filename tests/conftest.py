@@ -50,13 +50,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(phantom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """``final.pt`` of a tiny ZAugNet and a tiny ZAugNet+ trained for 2 steps (for shape and plumbing tests)."""
+    """``final.pt`` of a tiny ZAugNet, ZAugNet+ and ZAugNet-C (K = 4) trained for 2 steps (for shape and plumbing
+    tests)."""
     from support import TINY_SET
 
     from zaugnet.cli import main
 
     out = {}
-    for variant in ("zaugnet", "zaugnet+"):
+    for variant in ("zaugnet", "zaugnet+", "zaugnet-c"):
         run = tmp_path_factory.mktemp(f"tiny_{variant}")
         args = ["train", str(phantom_dir), "-o", str(run), "--variant", variant, "--preset", "small",
                 "--max-steps", "2", "--quiet"] + [a for item in TINY_SET for a in ("--set", item)]

@@ -13,17 +13,18 @@ import pytest
 
 from zaugnet.training.phantoms import simulate_stack
 
-VARIANTS = ("zaugnet", "zaugnet+")
+VARIANTS = ("zaugnet", "zaugnet+", "zaugnet-c")
 
 
 def slug(variant: str) -> str:
     """A file-name-safe variant name."""
-    return variant.replace("+", "_plus")
+    return variant.replace("+", "_plus").replace("-", "_")
 
 
 @pytest.fixture(scope="session")
 def export_sample() -> np.ndarray:
-    """A small uint16 phantom stack (3 x 64 x 96): the packages' test tensors and cover come from it."""
+    """A small uint16 phantom stack (3 x 64 x 96): the packages' test tensors and cover come from it (ZAugNet-C:
+    slices 0, 1, 2, 2, the edge slice repeated)."""
     return simulate_stack((3, 64, 96), kind="membrane", seed=4)
 
 

@@ -1,8 +1,9 @@
 """BioImage.IO packages: content of the rdf, ``bioimageio test`` / ``bioimageio predict`` (real CLI), parity of
-the four runtimes, and the export refusing to write anything when a check does not pass."""
+the runtimes, and the export refusing to write anything when a check does not pass."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -15,17 +16,22 @@ import torch
 import yaml
 from support import listing
 
-from zaugnet.export.bioimageio import NO_MAINTAINER_WARNING, Verdict, export_model, judge_summary
+from zaugnet.cli import main
+from zaugnet.export.bioimageio import NO_MAINTAINER_WARNING, Verdict, channel_names, export_model, judge_summary
 from zaugnet.export.load import load_interpolator
 from zaugnet.export.onnx import onnx_session, run_onnx
 from zaugnet.export.parity import TOLERANCE, relative_error
 from zaugnet.export.torchscript import load_torchscript
+from zaugnet.training.data import context_indices
 from zaugnet.training.errors import InputError
+from zaugnet.training.io import VoxelSize, read_stack, write_stack
 from zaugnet.training.predict import from_checkpoint
 
 pytestmark = pytest.mark.bioimageio
 
-VARIANTS = ("zaugnet", "zaugnet+")
+VARIANTS = ("zaugnet", "zaugnet+", "zaugnet-c")
+#: Image channels per gap (ZAugNet-C: K = 4, the tiny checkpoints' context_slices).
+N_SLICES = {"zaugnet": 2, "zaugnet+": 2, "zaugnet-c": 4}
 
 BIOIMAGEIO = str(Path(sys.executable).with_name("bioimageio"))
 #: Sizes (batch, y, x) for the four-runtime comparison: valid package sizes (bioimageio.core refuses others) ...
@@ -35,7 +41,7 @@ FREE_SHAPES = [(1, 37, 53), (2, 100, 30)]
 
 
 def slug(variant: str) -> str:
-    return variant.replace("+", "_plus")
+    return variant.replace("+", "_plus").replace("-", "_")
 
 
 def _rdf(package: Path) -> dict:
@@ -43,15 +49,31 @@ def _rdf(package: Path) -> dict:
         return yaml.safe_load(zf.read("rdf.yaml"))
 
 
-def _pairs(stack: np.ndarray, shape: tuple[int, int, int], with_dpm: bool) -> np.ndarray:
-    """``(B, C, y, x)`` float32 inputs cut from a phantom stack; sample i uses slices (i, i + 2)."""
+def _pairs(stack: np.ndarray, shape: tuple[int, int, int], variant: str) -> np.ndarray:
+    """``(B, C, y, x)`` float32 inputs cut from a phantom stack; sample i uses slices (i, i + 2), or for
+    ZAugNet-C the K slices around the gap (i, i + 1), the edge slice repeated at the stack's ends."""
     b, h, w = shape
+    k = N_SLICES[variant]
     out = []
     for i in range(b):
-        pair = stack[[i, i + 2], 3 * i:3 * i + h, 5 * i:5 * i + w].astype(np.float32)
-        planes = [pair] + ([np.full((1, h, w), 0.25 + 0.5 * i, np.float32)] if with_dpm else [])
+        idx = [i, i + 2] if k == 2 else list(context_indices(i, 1, k, 0, len(stack)))
+        pair = stack[idx, 3 * i:3 * i + h, 5 * i:5 * i + w].astype(np.float32)
+        planes = [pair] + ([np.full((1, h, w), 0.25 + 0.5 * i, np.float32)] if variant != "zaugnet" else [])
         out.append(np.concatenate(planes))
     return np.stack(out)
+
+
+def _architecture_network(package_folder: Path, rdf: dict) -> torch.nn.Module:
+    """The ``pytorch_state_dict`` weights through the package's OWN generated architecture file, as
+    bioimageio.core rebuilds them: import the file, call the callable with the rdf's kwargs, load the state dict."""
+    entry = rdf["weights"]["pytorch_state_dict"]
+    arch = entry["architecture"]
+    spec = importlib.util.spec_from_file_location(f"arch_{package_folder.name}", package_folder / arch["source"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    network = getattr(module, arch["callable"])(**arch["kwargs"])
+    network.load_state_dict(torch.load(package_folder / entry["source"], weights_only=True))
+    return network.eval()
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +87,7 @@ def parity_stack() -> np.ndarray:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_package_describes_the_student_for_bioimageio_and_deepimagej(variant: str, packages) -> None:
     rdf = _rdf(packages[variant])
-    with_dpm = variant == "zaugnet+"
+    with_dpm = variant != "zaugnet"
     assert rdf["format_version"].startswith("0.5") and rdf["type"] == "model"
     assert rdf["name"] and rdf["description"] and rdf["authors"] and rdf["license"] == "MIT" and rdf["version"]
     assert "github_user" not in str(rdf["authors"]) and rdf.get("maintainers", []) == []
@@ -73,7 +95,9 @@ def test_package_describes_the_student_for_bioimageio_and_deepimagej(variant: st
                for c in rdf["cite"])
     assert {"deepimagej", "pytorch", "2d", "fluorescence-light-microscopy"} <= set(rdf["tags"])
     (inp,), (out,) = rdf["inputs"], rdf["outputs"]
-    channels = ["slice_0", "slice_1"] + (["dpm"] if with_dpm else [])
+    channels = {"zaugnet": ["slice_0", "slice_1"], "zaugnet+": ["slice_0", "slice_1", "dpm"],
+                "zaugnet-c": ["slice_m1", "slice_0", "slice_1", "slice_2", "dpm"]}[variant]
+    assert channel_names(N_SLICES[variant], with_dpm) == channels
     assert [a["type"] for a in inp["axes"]] == ["batch", "channel", "space", "space"]
     assert inp["axes"][1]["channel_names"] == channels
     assert [a.get("id") for a in inp["axes"][2:]] == ["y", "x"]
@@ -105,11 +129,19 @@ def test_package_describes_the_student_for_bioimageio_and_deepimagej(variant: st
     assert test_input.shape == (1, len(channels), 64, 96) and test_input.dtype == np.float32
     assert test_input[:, :2].max() > 1.0  # raw intensity units, not normalised
     assert {w["source"] for w in weights.values()} <= names
+    if variant == "zaugnet-c":
+        # K consecutive slices of the 3-slice sample around its middle gap (1, 2), the last one repeated
+        assert np.array_equal(test_input[0, 2], test_input[0, 3]) and not np.array_equal(test_input[0, 1],
+                                                                                         test_input[0, 2])
+        assert np.all(test_input[0, 4] == np.float32(0.25))  # the DPM: sample_z
+        assert weights["pytorch_state_dict"]["architecture"]["kwargs"]["context_slices"] == 4
+        assert "zaugnet-c" in rdf["tags"] and rdf["name"] == "ZAugNet-C z-slice interpolation"
+        assert "repeat the edge slice" in doc and "NOT clamped" in doc and "zaugnet_c.ijm" in doc
 
 
 # ------------------------------------------------------------------------------------ CLI
 @pytest.mark.slow
-def test_bioimageio_test_cli_passes_for_both_variants(packages) -> None:
+def test_bioimageio_test_cli_passes_for_every_variant(packages) -> None:
     """``bioimageio test ./PACKAGE.zip`` (with ./): exit 0, no failed check; the only warning is the
     offline-unavoidable one about maintainers (github_user) that the export accepts knowingly."""
     runs = {v: subprocess.Popen([BIOIMAGEIO, "test", f"./{packages[v].name}"], cwd=packages[v].parent,
@@ -128,19 +160,19 @@ def test_bioimageio_test_cli_passes_for_both_variants(packages) -> None:
 
 
 @pytest.mark.slow
-def test_four_runtimes_agree(packages, tiny_checkpoints, parity_stack: np.ndarray, tmp_path: Path) -> None:
-    """Eager checkpoint predictor vs TorchScript vs ONNX Runtime vs ``bioimageio predict`` (CLI), per size."""
+def test_runtimes_agree(packages, tiny_checkpoints, parity_stack: np.ndarray, tmp_path: Path) -> None:
+    """Eager checkpoint predictor vs TorchScript vs ONNX Runtime vs ``pytorch_state_dict`` through the package's
+    generated architecture file vs ``bioimageio predict`` (CLI), per size."""
     inputs, procs = {}, {}
     for variant in VARIANTS:
-        with_dpm = variant == "zaugnet+"
         folder = tmp_path / slug(variant)
         folder.mkdir()
         names = "abc"
         for name, shape in zip(names, PACKAGE_SHAPES):
-            inputs[variant, shape] = _pairs(parity_stack, shape, with_dpm)
+            inputs[variant, shape] = _pairs(parity_stack, shape, variant)
             np.save(folder / f"{name}.npy", inputs[variant, shape])
         for shape in FREE_SHAPES:
-            inputs[variant, shape] = _pairs(parity_stack, shape, with_dpm)
+            inputs[variant, shape] = _pairs(parity_stack, shape, variant)
         args = [BIOIMAGEIO, "predict", f"./{packages[variant].name}", "--outputs", str(folder / "out/{sample_id}.npy")]
         for name in names:
             args += ["--inputs", str(folder / f"{name}.npy")]
@@ -153,22 +185,50 @@ def test_four_runtimes_agree(packages, tiny_checkpoints, parity_stack: np.ndarra
         unpacked = tmp_path / f"{slug(variant)}_pkg"
         scripted = load_torchscript(unpacked / "zaugnet_torchscript.pt")
         session = onnx_session(unpacked / "zaugnet.onnx")
+        state_dict = _architecture_network(unpacked, _rdf(packages[variant]))
         eager = from_checkpoint(str(tiny_checkpoints[variant]))
+        k = N_SLICES[variant]
+        assert eager.n_slices == k
         text, _ = procs[variant].communicate(timeout=300)
         assert procs[variant].returncode == 0, text[-3000:]
         for i, shape in enumerate(PACKAGE_SHAPES + FREE_SHAPES):
             x = inputs[variant, shape]
-            z = list(x[:, 2, 0, 0]) if variant == "zaugnet+" else [0.5] * len(x)
-            want = eager.predict(x[:, 0], x[:, 1], z)[:, None]
+            z = list(x[:, k, 0, 0]) if variant != "zaugnet" else [0.5] * len(x)
+            want = eager.predict_windows(x[:, :k], z)[:, None]
             with torch.no_grad():
                 errors = {"torchscript": relative_error(scripted(torch.from_numpy(x)).numpy(), want, x),
-                          "onnxruntime": relative_error(run_onnx(session, x), want, x)}
+                          "onnxruntime": relative_error(run_onnx(session, x), want, x),
+                          "pytorch_state_dict": relative_error(state_dict(torch.from_numpy(x)).numpy(), want, x)}
             if shape in PACKAGE_SHAPES:
                 cli = np.load(tmp_path / slug(variant) / "out" / f"{'abc'[i]}.npy")
                 errors["bioimageio predict"] = relative_error(cli.reshape(want.shape), want, x)
             report.append(f"{variant} {shape}: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
             assert max(errors.values()) <= TOLERANCE, report[-1]
     print("\nmax abs error / intensity range vs the eager checkpoint predictor:\n  " + "\n  ".join(report))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_zaugnet_predict_with_the_package_equals_the_checkpoint(variant: str, packages, tiny_checkpoints,
+                                                                tmp_path: Path) -> None:
+    """``zaugnet predict STACK --model PACKAGE.zip --method model`` = the same with the training checkpoint, on a
+    5-slice uint16 stack (ZAugNet-C: interior gaps and both edge gaps, where the edge slice is repeated)."""
+    from zaugnet.training.phantoms import simulate_stack
+
+    source = tmp_path / "stack.tif"
+    data = simulate_stack((5, 40, 56), kind="membrane", seed=12, z_step_um=0.6)
+    write_stack(source, data, "ZYX", VoxelSize(0.6, 0.2, 0.2))
+    options = ["--factor", "2"] if variant == "zaugnet" else ["--z-positions", "0.25", "0.5", "0.75"]
+    results = {}
+    for label, model in (("package", packages[variant]), ("checkpoint", tiny_checkpoints[variant])):
+        results[label] = tmp_path / f"{label}.tif"
+        assert main(["predict", str(source), "-o", str(results[label]), "--model", str(model), "--method", "model",
+                     *options, "--quiet", "--device", "cpu"]) == 0
+    got, want = read_stack(results["package"]), read_stack(results["checkpoint"])
+    step = 2 if variant == "zaugnet" else 4
+    assert got.data.shape == want.data.shape == (4 * step + 1, 40, 56) and got.data.dtype == np.uint16
+    np.testing.assert_array_equal(got.data[::step], data)
+    span = float(data.max()) - float(data.min())
+    assert np.abs(got.data.astype(np.int64) - want.data.astype(np.int64)).max() <= TOLERANCE * span + 1
 
 
 # ------------------------------------------------------------------------------------ refusals

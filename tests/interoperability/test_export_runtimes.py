@@ -30,18 +30,19 @@ SHAPES = [(1, 32, 32), (2, 48, 80), (1, 37, 53), (2, 100, 30), (1, 16, 16)]
 def _wrapped(checkpoint: Path, normalization: str | None = None) -> tuple[NormalizedStudent, bool]:
     config, generator = load_generator(checkpoint)
     net = NormalizedStudent(generator.student.eval(), config.net.with_dpm, normalization or config.data.normalization,
-                            config.data.percentiles).eval()
+                            config.data.percentiles, config.net.n_slices).eval()
     return net, config.net.with_dpm
 
 
-def _inputs(shape: tuple[int, int, int], with_dpm: bool, seed: int = 0) -> np.ndarray:
-    """uint16-like intensities (not in [0, 1]) and, for ZAugNet+, a DPM plane per sample."""
+def _inputs(shape: tuple[int, int, int], with_dpm: bool, seed: int = 0, n_slices: int = 2) -> np.ndarray:
+    """uint16-like intensities (not in [0, 1]) of ``n_slices`` slices shifted along x, and, for ZAugNet+ and
+    ZAugNet-C, a DPM plane per sample."""
     b, h, w = shape
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
     base = 800 + 600 * np.sin(yy / 5.0) * np.cos(xx / 7.0)
-    pair = np.stack([base, np.roll(base, 2, axis=1)])[None] + rng.normal(0, 30, (b, 2, h, w))
-    pair = pair.astype(np.float32)
+    slices = np.stack([np.roll(base, 2 * k, axis=1) for k in range(n_slices)])
+    pair = (slices[None] + rng.normal(0, 30, (b, n_slices, h, w))).astype(np.float32)
     if not with_dpm:
         return pair
     dpm = np.stack([np.full((1, h, w), 0.25 + 0.5 * i, dtype=np.float32) for i in range(b)])
@@ -53,14 +54,17 @@ def _eager(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
         return net(torch.from_numpy(x)).numpy()
 
 
-@pytest.mark.parametrize("variant", ["zaugnet", "zaugnet+"])
+@pytest.mark.parametrize("variant", ["zaugnet", "zaugnet+", "zaugnet-c"])
 def test_wrapper_in_intensity_units_equals_the_checkpoint_predictor(variant: str, tiny_checkpoints) -> None:
-    """Normalising inside the network (joint min/max, DPM untouched, output mapped back) = ModelInterpolator."""
+    """Normalising inside the network (joint min/max of all its slices, DPM untouched, output mapped back) =
+    ModelInterpolator."""
     net, with_dpm = _wrapped(tiny_checkpoints[variant])
     model = from_checkpoint(str(tiny_checkpoints[variant]))
-    x = _inputs((2, 40, 56), with_dpm)
+    k = model.n_slices
+    assert net.n_slices == k == (4 if variant == "zaugnet-c" else 2)
+    x = _inputs((2, 40, 56), with_dpm, n_slices=k)
     z = [0.25, 0.75] if with_dpm else [0.5, 0.5]
-    want = model.predict(x[:, 0], x[:, 1], z)
+    want = model.predict_windows(x[:, :k], z)
     got = _eager(net, x)[:, 0]
     assert relative_error(got[:, None], want[:, None], x) <= 1e-6
 
@@ -89,17 +93,19 @@ def test_constant_pair_gives_the_constant_and_the_dpm_is_not_rescaled(tiny_check
     assert not np.allclose(at[0], at[1])  # the DPM reached the network as given
 
 
-@pytest.mark.parametrize("variant", ["zaugnet", "zaugnet+"])
+@pytest.mark.parametrize("variant", ["zaugnet", "zaugnet+", "zaugnet-c"])
 def test_torchscript_and_onnx_match_eager_at_many_sizes(variant: str, tiny_checkpoints, tmp_path: Path) -> None:
     net, with_dpm = _wrapped(tiny_checkpoints[variant])
+    k = net.n_slices
     ts_path = save_torchscript(net, tmp_path / "model_ts.pt")
-    onnx_path = export_onnx(net, tmp_path / "model.onnx", torch.from_numpy(_inputs((1, 64, 64), with_dpm)))
+    example = torch.from_numpy(_inputs((1, 64, 64), with_dpm, n_slices=k))
+    onnx_path = export_onnx(net, tmp_path / "model.onnx", example)
     ir, opset = onnx_versions(onnx_path)
     assert ir <= MAX_IR_VERSION and OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]
     scripted = load_torchscript(ts_path)
     session = onnx_session(onnx_path)
     for i, shape in enumerate(SHAPES):
-        x = _inputs(shape, with_dpm, seed=i)
+        x = _inputs(shape, with_dpm, seed=i, n_slices=k)
         want = _eager(net, x)
         assert want.shape == (shape[0], 1, *shape[1:])
         assert relative_error(_eager(scripted, x), want, x) == 0.0, shape  # same kernels: identical
@@ -117,28 +123,35 @@ def test_torchscript_archive_is_portable(tiny_checkpoints, tmp_path: Path) -> No
     assert "_upsample_lanczos2d_aa" not in code and "upsample_bicubic2d" not in code
 
 
-def test_architecture_file_stands_alone_and_rebuilds_the_network(tiny_checkpoints, tmp_path: Path) -> None:
-    """The shipped architecture source imports with torch only and, with the state dict, gives the same output."""
-    config, _ = load_generator(tiny_checkpoints["zaugnet+"])
-    net, _ = _wrapped(tiny_checkpoints["zaugnet+"])
+@pytest.mark.parametrize("variant", ["zaugnet+", "zaugnet-c"])
+def test_architecture_file_stands_alone_and_rebuilds_the_network(variant: str, tiny_checkpoints,
+                                                                 tmp_path: Path) -> None:
+    """The shipped architecture source imports with torch only and, with the state dict, gives the same output
+    (ZAugNet-C: its kwargs carry context_slices and head_width)."""
+    config, _ = load_generator(tiny_checkpoints[variant])
+    net, _ = _wrapped(tiny_checkpoints[variant])
+    kwargs = architecture_kwargs(config)
+    assert ("context_slices" in kwargs) == ("head_width" in kwargs) == (variant == "zaugnet-c")
     source = tmp_path / "arch_standalone.py"
     source.write_text(architecture_source())
-    spec = importlib.util.spec_from_file_location("arch_standalone", source)
+    spec = importlib.util.spec_from_file_location(f"arch_standalone_{variant.replace('+', 'p').replace('-', '_')}",
+                                                  source)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rebuilt = getattr(module, CALLABLE)(**architecture_kwargs(config))
+    rebuilt = getattr(module, CALLABLE)(**kwargs)
     rebuilt.load_state_dict(net.state_dict())
-    x = _inputs((1, 48, 40), True)
+    x = _inputs((1, 48, 40), True, n_slices=net.n_slices)
     assert relative_error(_eager(rebuilt.eval(), x), _eager(net, x), x) == 0.0
 
 
 @pytest.mark.skipif(not os.environ.get("ZAUGNET_OLD_TORCH_PYTHON"),
                     reason="set ZAUGNET_OLD_TORCH_PYTHON to a python with an old torch (e.g. 2.0.1) to run")
-def test_torchscript_runs_in_an_old_torch(tiny_checkpoints, tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", ["zaugnet+", "zaugnet-c"])
+def test_torchscript_runs_in_an_old_torch(variant: str, tiny_checkpoints, tmp_path: Path) -> None:
     """Opt-in: the archive loads and runs in another interpreter's (older) torch, within the tolerance."""
-    net, with_dpm = _wrapped(tiny_checkpoints["zaugnet+"])
+    net, with_dpm = _wrapped(tiny_checkpoints[variant])
     path = save_torchscript(net, tmp_path / "ts.pt")
-    x = _inputs((2, 48, 80), with_dpm)
+    x = _inputs((2, 48, 80), with_dpm, n_slices=net.n_slices)
     np.save(tmp_path / "x.npy", x)
     script = ("import sys, numpy as np, torch\n"
               "m = torch.jit.load(sys.argv[1], map_location='cpu').eval()\n"

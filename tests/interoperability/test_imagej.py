@@ -1,10 +1,11 @@
-"""The Fiji macros ``fiji_macros/zaugnet.ijm`` and ``zaugnet_plus.ijm`` run in real ImageJ, against ``zaugnet predict``.
+"""The Fiji macros ``fiji_macros/zaugnet.ijm``, ``zaugnet_plus.ijm`` and ``zaugnet_c.ijm`` run in real ImageJ, against
+``zaugnet predict``.
 
 What is real and what stands in:
 
 - ImageJ is real: Debian's ImageJ 1.53t (``/usr/share/java/ij.jar``) runs each macro as
   ``xvfb-run -a java -jar ij.jar -batch MACRO "key=value ..."`` (ImageJ 1.53t needs a display for ``run(...)``).
-  Everything the macros do (argument parsing, checks, 2- and 3-channel pair images, mirror padding, TIFF files,
+  Everything the macros do (argument parsing, checks, 2-, 3- and (K + 1)-channel images, mirror padding, TIFF files,
   passes and interleaving, bit-depth conversion, voxel size, clean-up) runs for real; once more with ImageJ's
   window (``-macro``), where the macros take their parameters from their dialog.
 - deepImageJ is NOT: it (and the Java engines it downloads) cannot be installed here (no Fiji, no Maven). Its
@@ -46,6 +47,9 @@ ROOT = Path(__file__).resolve().parents[2]
 MACROS = ROOT / "fiji_macros"
 ZAUGNET_IJM = MACROS / "zaugnet.ijm"
 PLUS_IJM = MACROS / "zaugnet_plus.ijm"
+C_IJM = MACROS / "zaugnet_c.ijm"
+#: The package variant each macro takes.
+MACRO_VARIANT = {ZAUGNET_IJM: "zaugnet", PLUS_IJM: "zaugnet+", C_IJM: "zaugnet-c"}
 HERE = Path(__file__).resolve().parent / "imagej"
 STANDIN_SOURCE = HERE / "DeepImageJ_Run.java"
 IJ_JAR = Path("/usr/share/java/ij.jar")
@@ -105,13 +109,15 @@ def no_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fiji_packages(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """``variant -> package FOLDER`` (deepImageJ takes a folder), exported with ``zaugnet export``."""
+def fiji_packages(packages: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``variant -> package FOLDER`` (deepImageJ takes a folder): the session's exported (and bioimageio-tested)
+    package zips, unpacked with zaugnet's checked unzip (``zaugnet export -o FOLDER`` writes the same files)."""
+    from zaugnet.export.safezip import extract_zip
+
     out = tmp_path_factory.mktemp("fiji_packages")
     folders = {}
-    for variant, checkpoint in tiny_checkpoints.items():
-        folder = out / variant.replace("+", "_plus")
-        assert main(["export", str(checkpoint), "-o", str(folder)]) == 0
+    for variant, package in packages.items():
+        folder = extract_zip(package, out / variant.replace("+", "_plus").replace("-", "_"))
         assert (folder / "rdf.yaml").is_file()
         folders[variant] = folder
     return folders
@@ -175,18 +181,24 @@ _CALL = re.compile(r"DeepImageJ Run \(test stand-in\): (\S+) -> input \((\d+), (
                    r"channel ranges((?: \[\S+, \S+\])+) -> bioimageio predict -> (\S+)")
 
 
-def assert_calls(log: str, count: int, shape: tuple[int, int, int, int], dpm: list[float] | None = None) -> None:
+def assert_calls(log: str, count: int, shape: tuple[int, int, int, int], dpm: list[float] | None = None,
+                 slices: list[np.ndarray] | None = None) -> None:
     """deepImageJ was called ``count`` times, each on ONE image that became a ``shape`` (batch, channel, y, x)
-    tensor (the pair as channels, not slices), and wrote ``<title>_<output id>.tif``; ZAugNet+: the third
-    channel was the constant ``dpm`` value of each call, in order."""
+    tensor (the slices as channels, not slices), and wrote ``<title>_<output id>.tif``; ZAugNet+ / ZAugNet-C: the
+    last channel was the constant ``dpm`` value of each call, in order; ``slices``: the image channels of call k
+    had the value ranges of ``slices[k]`` (one 2D array per channel; mirror padding keeps a slice's range)."""
     calls = _CALL.findall(log)
     assert len(calls) == count, log
     for k, (title, *dims, ranges, written) in enumerate(calls):
         assert tuple(int(d) for d in dims) == shape
         assert written == f"{title}_output.tif"
+        found = [(float(lo), float(hi)) for lo, hi in re.findall(r"\[(\S+), (\S+)\]", ranges)]
         if dpm is not None:
-            lo, hi = (float(v) for v in re.findall(r"\[(\S+), (\S+)\]", ranges)[2])
+            lo, hi = found[-1]
             assert lo == hi == np.float32(dpm[k]), (k, lo, hi, dpm[k])
+        if slices is not None:
+            want = [(float(np.float32(s.min())), float(np.float32(s.max()))) for s in slices[k]]
+            assert found[:len(want)] == want, (k, found, want)
 
 
 def leftovers(tmp: Path) -> list[str]:
@@ -197,8 +209,8 @@ def leftovers(tmp: Path) -> list[str]:
 def check_parity(result: Path, source: Path, package: Path, options: list[str], step: int, tmp: Path) -> None:
     """The macro's ``result`` against ``zaugnet predict source --model package *options``."""
     reference = tmp / "reference.tif"
-    assert main(["predict", str(source), "-o", str(reference), "--model", str(package), *options, "--quiet",
-                 "--device", "cpu"]) == 0
+    assert main(["predict", str(source), "-o", str(reference), "--model", str(package), "--method", "model",
+                 *options, "--quiet", "--device", "cpu"]) == 0
     got, want = read_stack(result, min_slices=2), read_stack(reference, min_slices=2)
     given = read_stack(source, min_slices=2)
     n = given.data.shape[0]
@@ -246,9 +258,9 @@ def _shared_block(path: Path) -> str:
 
 
 def test_macros_share_their_helpers_and_call_deepimagej_in_one_place() -> None:
-    """Both macros carry the same helper block, and deepImageJ is called from exactly one function."""
-    assert _shared_block(ZAUGNET_IJM) == _shared_block(PLUS_IJM)
-    for path in (ZAUGNET_IJM, PLUS_IJM):
+    """All macros carry the same helper block, and deepImageJ is called from exactly one function."""
+    assert _shared_block(ZAUGNET_IJM) == _shared_block(PLUS_IJM) == _shared_block(C_IJM)
+    for path in (ZAUGNET_IJM, PLUS_IJM, C_IJM):
         text = path.read_text()
         code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
         assert code.count('"DeepImageJ Run"') == 2  # the call, and the installed-command check
@@ -326,15 +338,57 @@ def test_zaugnet_plus_positions_on_the_current_32bit_image(standin: Path, fiji_p
     assert leftovers(tmp_path / "ij") == []
 
 
-@pytest.mark.parametrize(("macro", "variant", "choice", "options", "step"), [
-    (ZAUGNET_IJM, "zaugnet", "factor=4", ["--factor", "4"], 4),
-    (PLUS_IJM, "zaugnet+", "positions=0.25,0.5,0.75", ["--z-positions", "0.25", "0.5", "0.75"], 4),
-], ids=["zaugnet_factor4", "zaugnet_plus_positions"])
-def test_the_dialog_with_imagej_s_window(macro: Path, variant: str, choice: str, options: list[str], step: int,
-                                         standin: Path, fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+def _windows(data: np.ndarray, k: int = 4) -> list[np.ndarray]:
+    """ZAugNet-C's input slices per gap of a (Z, Y, X) stack, edge slices repeated (zaugnet predict's windows)."""
+    from zaugnet.training.data import context_indices
+
+    return [data[context_indices(g, 1, k, 0, len(data))] for g in range(len(data) - 1)]
+
+
+def test_zaugnet_c_factor2_on_a_real_stack(standin: Path, fiji_packages: dict[str, Path], shared_data: Path,
+                                           tmp_path: Path) -> None:
+    """ZAugNet-C, factor 2, on a real uint16 stack (cellfinder mouse brain, 4 x 64 x 64): 3 gaps, each ONE
+    5-channel image of slices (i-1, i, i+1, i+2) and the DPM; the first gap repeats slice 1, the last slice 4."""
+    source = real_crop(shared_data, "cellfinder_mousebrain_ch0_crop.tif", slice(12, 16), tmp_path)
+    out = tmp_path / "x2.tif"
+    log = run_imagej(C_IJM, macro_args(model=fiji_packages["zaugnet-c"], input=source, factor=2, output=out),
+                     standin, tmp_path / "ij")
+    assert out.is_file(), log
+    assert "zaugnet_c.ijm: wrote" in log
+    data = read_stack(source).data
+    assert_calls(log, 3, (1, 5, 64, 64), dpm=[0.5] * 3, slices=_windows(data))
+    check_parity(out, source, fiji_packages["zaugnet-c"], ["--factor", "2"], 2, tmp_path)
+    assert leftovers(tmp_path / "ij") == []
+
+
+def test_zaugnet_c_positions_on_a_two_slice_8bit_stack_of_an_invalid_size(
+        standin: Path, fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+    """ZAugNet-C at z = 0.25, 0.75 on an 8-bit synthetic stack of 2 slices of 40 x 50: the only gap is both the
+    first and the last, so its input is [1, 1, 2, 2]; mirror-padded to 48 x 64 and cropped back; 8-bit results
+    (the model is not clamped) rounded and clipped as zaugnet predict does."""
+    source = synthetic(tmp_path / "nuclei8.tif", (2, 40, 50), "uint8", seed=9)
+    out = tmp_path / "z.tif"
+    log = run_imagej(C_IJM, macro_args(model=fiji_packages["zaugnet-c"], input=source, positions="0.25,0.75",
+                                       output=out), standin, tmp_path / "ij")
+    assert out.is_file(), log
+    data = read_stack(source, min_slices=2).data
+    assert_calls(log, 2, (1, 5, 48, 64), dpm=[0.25, 0.75], slices=[data[[0, 0, 1, 1]]] * 2)
+    check_parity(out, source, fiji_packages["zaugnet-c"], ["--z-positions", "0.25", "0.75"], 3, tmp_path)
+    assert leftovers(tmp_path / "ij") == []
+
+
+@pytest.mark.parametrize(("macro", "choice", "options", "step", "suffix", "calls"), [
+    (ZAUGNET_IJM, "factor=4", ["--factor", "4"], 4, "_zaugnet_x4", 3),
+    (PLUS_IJM, "positions=0.25,0.5,0.75", ["--z-positions", "0.25", "0.5", "0.75"], 4, "_zaugnet_plus_z3", 3),
+    (C_IJM, "factor=3", ["--factor", "3"], 3, "_zaugnet_c_x3", 2),
+], ids=["zaugnet_factor4", "zaugnet_plus_positions", "zaugnet_c_factor3"])
+def test_the_dialog_with_imagej_s_window(macro: Path, choice: str, options: list[str], step: int, suffix: str,
+                                         calls: int, standin: Path, fiji_packages: dict[str, Path],
+                                         tmp_path: Path) -> None:
     """Interactive use: ImageJ with its window, a stack open, the macro run from Plugins > Macros > Run... with
     no argument, so it asks with its dialog (answered here by the macro options of that command, as ImageJ does
     for recorded dialogs); the result is left open as a new image next to the original."""
+    variant = MACRO_VARIANT[macro]
     source = synthetic(tmp_path / "stack16.tif", (2, 32, 48), "uint16", seed=8)
     out = tmp_path / "dialog_result.tif"
     code = (f'open("{source}");\n'
@@ -343,20 +397,19 @@ def test_the_dialog_with_imagej_s_window(macro: Path, variant: str, choice: str,
             'print("open images: " + titles);\n'
             f'selectImage(nImages); saveAs("Tiff", "{out}");\n')
     log = run_imagej_window(code, standin, tmp_path / "ij")
-    suffix = "_zaugnet_x4" if variant == "zaugnet" else "_zaugnet_plus_z3"
     assert f"open images: stack16.tif;stack16{suffix};" in log, log
-    assert_calls(log, 3, (1, 2 if variant == "zaugnet" else 3, 32, 48))
+    assert_calls(log, calls, (1, {"zaugnet": 2, "zaugnet+": 3, "zaugnet-c": 5}[variant], 32, 48))
     check_parity(out, source, fiji_packages[variant], options, step, tmp_path)
     assert leftovers(tmp_path / "ij") == []
 
 
 # ------------------------------------------------------------------------------------ refusals
-@pytest.mark.parametrize("macro", [ZAUGNET_IJM, PLUS_IJM], ids=["zaugnet", "zaugnet_plus"])
+@pytest.mark.parametrize("macro", [ZAUGNET_IJM, PLUS_IJM, C_IJM], ids=["zaugnet", "zaugnet_plus", "zaugnet_c"])
 def test_without_deepimagej_the_macro_stops_with_a_clear_message(
         macro: Path, imagej: Path, no_plugins: Path, fiji_packages: dict[str, Path], tmp_path: Path) -> None:
     """ImageJ without deepImageJ: a clear message, no result file, nothing left behind."""
     source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
-    variant = "zaugnet" if macro == ZAUGNET_IJM else "zaugnet+"
+    variant = MACRO_VARIANT[macro]
     out = tmp_path / "out.tif"
     log = run_imagej(macro, macro_args(model=fiji_packages[variant], input=source, factor=2, output=out),
                      no_plugins, tmp_path / "ij")
@@ -393,7 +446,7 @@ def test_a_wrong_model_folder_is_refused(case: str, standin: Path, fiji_packages
 
 
 @pytest.mark.parametrize("case", ["one_slice", "channels", "frames"])
-@pytest.mark.parametrize("macro", [ZAUGNET_IJM, PLUS_IJM], ids=["zaugnet", "zaugnet_plus"])
+@pytest.mark.parametrize("macro", [ZAUGNET_IJM, PLUS_IJM, C_IJM], ids=["zaugnet", "zaugnet_plus", "zaugnet_c"])
 def test_an_image_that_is_not_a_z_stack_is_refused(case: str, macro: Path, standin: Path,
                                                    fiji_packages: dict[str, Path], tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
@@ -410,7 +463,7 @@ def test_an_image_that_is_not_a_z_stack_is_refused(case: str, macro: Path, stand
         tifffile.imwrite(source, rng.integers(0, 4000, (3, 4, 40, 40), dtype=np.uint16), imagej=True,
                          metadata={"axes": "TZYX"})
         expected = "is not a z-stack: it has 3 time points"
-    variant = "zaugnet" if macro == ZAUGNET_IJM else "zaugnet+"
+    variant = MACRO_VARIANT[macro]
     out = tmp_path / "out.tif"
     log = run_imagej(macro, macro_args(model=fiji_packages[variant], input=source, factor=2, output=out),
                      standin, tmp_path / "ij")
@@ -427,8 +480,22 @@ def test_an_image_that_is_not_a_z_stack_is_refused(case: str, macro: Path, stand
     (PLUS_IJM, "zaugnet+", {"positions": "0.5,1.2"}, "strictly between 0 and 1"),
     (PLUS_IJM, "zaugnet+", {"factor": 2, "positions": "0.5"}, "give only one of factor= and positions="),
     (ZAUGNET_IJM, "zaugnet", {"fcator": 2}, "unknown key 'fcator'"),
+    (ZAUGNET_IJM, "zaugnet-c", {"factor": 2},
+     "is a ZAugNet-C package \\(input channels: 4 slices and dpm\\); use zaugnet_c.ijm"),
+    (PLUS_IJM, "zaugnet-c", {"factor": 2}, "is a ZAugNet-C package .*use zaugnet_c.ijm"),
+    (C_IJM, "zaugnet", {"factor": 2}, "is a ZAugNet package .*use zaugnet.ijm"),
+    (C_IJM, "zaugnet+", {"factor": 2}, "is a ZAugNet\\+ package .*use zaugnet_plus.ijm"),
+    (C_IJM, "zaugnet-c", {"factor": 1}, "factor 1: must be a whole number from 2 to 1024"),
+    (C_IJM, "zaugnet-c", {"factor": "2.5"}, "factor=2.5: expected a whole number"),
+    (C_IJM, "zaugnet-c", {"positions": "0.5,0.25"}, "need increasing values"),
+    (C_IJM, "zaugnet-c", {"positions": "0,0.5"}, "strictly between 0 and 1"),
+    (C_IJM, "zaugnet-c", {"factor": 2, "positions": "0.5"}, "give only one of factor= and positions="),
+    (C_IJM, "zaugnet-c", {"factor": 2, "wait": "-1"}, "wait=-1: expected a number of seconds > 0"),
+    (C_IJM, "zaugnet-c", {"z": 0.5}, "unknown key 'z'"),
 ], ids=["zaugnet_factor3", "zaugnet_gets_plus_model", "plus_gets_zaugnet_model", "positions_order",
-        "positions_range", "factor_and_positions", "typo"])
+        "positions_range", "factor_and_positions", "typo", "zaugnet_gets_c_model", "plus_gets_c_model",
+        "c_gets_zaugnet_model", "c_gets_plus_model", "c_factor1", "c_factor_not_whole", "c_positions_order",
+        "c_positions_range", "c_factor_and_positions", "c_wait", "c_typo"])
 def test_bad_parameters_are_refused(macro: Path, variant: str, options: dict, expected: str, standin: Path,
                                     fiji_packages: dict[str, Path], tmp_path: Path) -> None:
     source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
@@ -439,20 +506,21 @@ def test_bad_parameters_are_refused(macro: Path, variant: str, options: dict, ex
     assert not out.exists()
 
 
-def test_a_failing_deepimagej_run_leaves_no_half_built_result(standin: Path, fiji_packages: dict[str, Path],
-                                                             tmp_path: Path) -> None:
-    """deepImageJ fails on the first pair (here: a package whose weights were damaged, so bioimageio refuses
-    it): the macro stops with a clear message, writes no result and removes its temporary files."""
+@pytest.mark.parametrize("macro", [ZAUGNET_IJM, C_IJM], ids=["zaugnet", "zaugnet_c"])
+def test_a_failing_deepimagej_run_leaves_no_half_built_result(macro: Path, standin: Path,
+                                                             fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+    """deepImageJ fails on the first gap (here: a package whose weights were damaged, so bioimageio refuses
+    it): the macro stops with a clear message naming the gap, writes no result and removes its temporary files."""
     broken = tmp_path / "broken_model"
-    shutil.copytree(fiji_packages["zaugnet"], broken)
+    shutil.copytree(fiji_packages[MACRO_VARIANT[macro]], broken)
     weights = broken / "zaugnet_torchscript.pt"
     weights.write_bytes(weights.read_bytes()[:-100])
     source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
     out = tmp_path / "out.tif"
-    log = run_imagej(ZAUGNET_IJM, macro_args(model=broken, input=source, factor=2, output=out, wait=2),
+    log = run_imagej(macro, macro_args(model=broken, input=source, factor=2, output=out, wait=2),
                      standin, tmp_path / "ij")
     assert "DeepImageJ Run (test stand-in): error: bioimageio predict exited with" in log
-    assert "zaugnet.ijm: error: deepImageJ wrote no output for slices 1-2" in log, log
+    assert f"{macro.name}: error: deepImageJ wrote no output for slices 1-2 " in log, log
     assert not out.exists()
     assert leftovers(tmp_path / "ij") == []
 
@@ -466,6 +534,7 @@ def test_in_a_real_fiji_with_deepimagej_through_pyimagej(fiji_home: str, fiji_pa
     cases = [
         (ZAUGNET_IJM, "zaugnet", {"factor": 2}, ["--factor", "2"], 2),
         (PLUS_IJM, "zaugnet+", {"factor": 3}, ["--factor", "3"], 3),
+        (C_IJM, "zaugnet-c", {"factor": 3}, ["--factor", "3"], 3),
     ]
     for macro, variant, options, predict_options, step in cases:
         out = tmp_path / f"{macro.stem}.tif"

@@ -17,6 +17,7 @@ import yaml
 
 from zaugnet.export.load import load_interpolator, looks_like_zoo_id
 from zaugnet.export.parity import TOLERANCE, relative_error
+from zaugnet.training.data import context_indices
 from zaugnet.training.errors import InputError
 from zaugnet.training.predict import ModelInterpolator, from_checkpoint
 
@@ -58,18 +59,24 @@ def stack() -> np.ndarray:
     return simulate_stack((3, 90, 120), kind="membrane", seed=21).astype(np.float32)
 
 
+def _window(model: ModelInterpolator, stack: np.ndarray) -> np.ndarray:
+    """The model's input slices: slices 0 and 2, or ZAugNet-C's K slices around the gap (0, 1), edge repeated."""
+    idx = [0, 2] if model.n_slices == 2 else list(context_indices(0, 1, model.n_slices, 0, len(stack)))
+    return stack[None, idx]
+
+
 def _predict(model: ModelInterpolator, stack: np.ndarray) -> np.ndarray:
     z = [0.3] if not model.midpoint_only else [0.5]
-    return model.predict(stack[None, 0], stack[None, 2], z)
+    return model.predict_windows(_window(model, stack), z)
 
 
 def _close(got: np.ndarray, want: np.ndarray, stack: np.ndarray) -> float:
-    err = relative_error(got[:, None], want[:, None], stack[None, [0, 2]])
+    err = relative_error(got[:, None], want[:, None], stack[None, [0, 2]])  # the span of slices 0 and 2 (all)
     assert err <= TOLERANCE, err
     return err
 
 
-@pytest.mark.parametrize("variant", ["zaugnet", "zaugnet+"])
+@pytest.mark.parametrize("variant", ["zaugnet", "zaugnet+", "zaugnet-c"])
 def test_zip_folder_and_rdf_give_the_checkpoint_result(variant: str, packages, tiny_checkpoints, stack,
                                                        tmp_path: Path) -> None:
     want = _predict(from_checkpoint(str(tiny_checkpoints[variant])), stack)
@@ -77,6 +84,7 @@ def test_zip_folder_and_rdf_give_the_checkpoint_result(variant: str, packages, t
     for spec in (packages[variant], folder, folder / "rdf.yaml"):
         model = load_interpolator(str(spec))
         assert isinstance(model, ModelInterpolator) and model.variant == variant
+        assert model.n_slices == (4 if variant == "zaugnet-c" else 2)
         _close(_predict(model, stack), want, stack)
     for weight_format in ("pytorch_state_dict", "onnx"):
         _close(_predict(load_interpolator(str(packages[variant]), weight_format=weight_format), stack), want, stack)
@@ -84,6 +92,25 @@ def test_zip_folder_and_rdf_give_the_checkpoint_result(variant: str, packages, t
     tiled = {"tile": 64, "halo": 32}
     _close(_predict(load_interpolator(str(packages[variant]), **tiled), stack),
            _predict(from_checkpoint(str(tiny_checkpoints[variant]), **tiled), stack), stack)
+
+
+def test_zaugnet_c_is_recognised_by_its_channels_without_the_zaugnet_config(packages, tiny_checkpoints, stack,
+                                                                            tmp_path: Path) -> None:
+    """A ZAugNet-C package whose rdf lost ``config.zaugnet`` still loads (K + 1 = 5 channels -> K = 4), with every
+    weight format; channel counts that fit no variant are refused."""
+    folder = _unpack(packages["zaugnet-c"], tmp_path / "pkg")
+    _edit_rdf(folder, lambda rdf: rdf["config"].pop("zaugnet"))
+    want = _predict(from_checkpoint(str(tiny_checkpoints["zaugnet-c"])), stack)
+    for weight_format in ("torchscript", "pytorch_state_dict", "onnx"):
+        model = load_interpolator(str(folder), weight_format=weight_format)
+        assert (model.variant, model.n_slices, model.normalization) == ("zaugnet-c", 4, "none")
+        _close(_predict(model, stack), want, stack)
+    _edit_rdf(folder, lambda rdf: rdf["inputs"][0]["axes"][1].update(channel_names=["a", "b", "c", "d"]))
+    with pytest.raises(InputError, match="not a ZAugNet package"):
+        load_interpolator(str(folder))
+    _edit_rdf(folder, lambda rdf: rdf["inputs"][0]["axes"][1].update(channel_names=list("abcdefg")))
+    with pytest.raises(InputError, match="architecture kwargs"):  # 7 channels: K = 6, the weights have K = 4
+        load_interpolator(str(folder), weight_format="pytorch_state_dict")
 
 
 def test_checkpoint_spec_goes_to_the_training_loader(tiny_checkpoints, stack) -> None:
