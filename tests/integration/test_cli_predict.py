@@ -652,7 +652,7 @@ def test_zarr_output_is_written_out_of_core_and_equals_the_tiff_result(tiny_chec
 
     src = sorted(phantom_dir.glob("*.tif"))[0]
     ckpt = str(tiny_checkpoints["zaugnet+"])
-    common = ["--model", ckpt, "--factor", "3", "--quiet", "--tile", "32"]
+    common = ["--model", ckpt, "--method", "model", "--factor", "3", "--quiet", "--tile", "32"]
     assert main(["predict", str(src), "-o", str(tmp_path / "a.tif"), *common]) == 0
     assert main(["predict", str(src), "-o", str(tmp_path / "a.zarr"), *common]) == 0
     tif, zarr = read_stack(tmp_path / "a.tif"), read_ome_zarr(tmp_path / "a.zarr")
