@@ -282,8 +282,15 @@ def _cmd_export(args: argparse.Namespace) -> None:
     sample = None
     if args.sample:
         _, sample = next(iter_volumes(read_stack(args.sample, axes=args.axes)))
+    documentation = None
+    if args.documentation:
+        try:
+            documentation = Path(args.documentation).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(args.documentation, f"cannot read it as text ({err.__class__.__name__})") from None
     _quiet_bioimageio()
-    path = export_model(args.checkpoint, args.output, sample=sample, name=args.name, overwrite=args.overwrite)
+    path = export_model(args.checkpoint, args.output, sample=sample, name=args.name, documentation=documentation,
+                        figures=args.figure or (), overwrite=args.overwrite)
     print(f"wrote {path} (bioimageio.core test passed)")
 
 
@@ -388,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--sample", help="a stack whose middle slices become the test/sample tensors and cover "
                     "(default: a simulated phantom)")
     ex.add_argument("--name", help="model name in the package")
+    ex.add_argument("--documentation", help="a markdown file appended to the package's Validation section "
+                    "(e.g. benchmarks/results/accuracy.md)")
+    ex.add_argument("--figure", action="append", help="an image attached to the package and shown in its "
+                    "documentation (repeatable)")
     ex.add_argument("--axes", help="axes of a --sample without metadata")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing package")
     ex.set_defaults(func=_cmd_export)
