@@ -35,3 +35,20 @@ def tiny_config(variant: str = "zaugnet", **train: object) -> Config:
 def listing(folder: Path) -> list[str]:
     """Every path under ``folder`` (to check that nothing was written)."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def assert_bioimageio_test_passed(returncode: int, text: str) -> None:
+    """The output of ``bioimageio test PACKAGE`` says: exit 0, status passed, no failed check, inference run
+    for all three weight formats, and one warning only: the offline-unavoidable one about maintainers
+    (a ``github_user`` needs the GitHub API), which the export accepts knowingly."""
+    import re
+
+    assert returncode == 0, text[-3000:]
+    end = re.search(r"^Recommended Conda Environment", text, flags=re.M)
+    table = text[text.index("bioimageio format validation"):end.start() if end else None]
+    assert re.search(r"status\s+passed", table) and "\u274c" not in table, table[-3000:]
+    assert not re.search(r"\bfailed\b", table, flags=re.I), table[-3000:]
+    warnings = [line for line in table.splitlines() if "\u26a0" in line]
+    assert len(warnings) == 1 and "Missing maintainers" in warnings[0], warnings
+    for wf in ("onnx", "pytorch_state_dict", "torchscript"):
+        assert f"Run {wf} inference for inputs with" in " ".join(table.split()), wf

@@ -1,0 +1,68 @@
+"""The models we ship in ``bioimageio_models/`` and the README's main job that runs the default one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from support import assert_bioimageio_test_passed
+
+from zaugnet.export.load import DEFAULT_MODEL, SHIPPED_MODELS, load_interpolator
+from zaugnet.training.baselines import interpolate_axial
+from zaugnet.training.io import read_stack
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "samples" / "membrane_phantom.tif"
+#: Package folder -> variant.
+SHIPPED = {"zaugnet": "zaugnet", "zaugnet_plus": "zaugnet+", "zaugnet_c": "zaugnet-c"}
+MAX_PACKAGE_MB = 50
+
+
+@pytest.mark.parametrize("folder", list(SHIPPED))
+def test_shipped_package_is_complete_small_documented_and_loads(folder: str) -> None:
+    package = SHIPPED_MODELS / folder
+    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
+    assert rdf["config"]["zaugnet"]["variant"] == SHIPPED[folder]
+    size_mb = sum(p.stat().st_size for p in package.rglob("*") if p.is_file()) / 2**20
+    assert size_mb < MAX_PACKAGE_MB, size_mb
+    doc = (package / rdf["documentation"]["source"]).read_text()
+    assert "# Validation" in doc and "PSNR gain over cubic (dB)" in doc and "mitograph_yeast_mito_test001.tif" in doc
+    model = load_interpolator(package)  # checks every file's sha256 against the rdf
+    assert model.variant == SHIPPED[folder]
+    # a trained model, not cubic interpolation in disguise: on the sample it differs from cubic
+    volume = read_stack(SAMPLE).data[:5].astype(np.float32)
+    windows = np.stack([volume[[0, 1, 2, 3]]]) if model.n_slices == 4 else volume[None, 1:3]
+    pred = model.predict_windows(windows, [0.5])[0]
+    cubic = interpolate_axial(volume, np.array([1.5]), "cubic")[0]
+    assert np.abs(pred - cubic).mean() > 1e-3 * float(volume.max() - volume.min())
+
+
+@pytest.mark.slow
+@pytest.mark.bioimageio
+def test_bioimageio_test_passes_on_every_shipped_package() -> None:
+    bioimageio = str(Path(sys.executable).with_name("bioimageio"))
+    runs = {f: subprocess.Popen([bioimageio, "test", f"./{f}"], cwd=SHIPPED_MODELS, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for f in SHIPPED}
+    for folder, proc in runs.items():
+        text, _ = proc.communicate(timeout=600)
+        assert_bioimageio_test_passed(proc.returncode, text)
+
+
+def test_readme_main_job_z_augments_the_bundled_sample_with_the_shipped_model(tmp_path: Path) -> None:
+    """``make demo``'s command, as a user runs it: no --model, so the shipped ZAugNet, self-checked."""
+    out, figure = tmp_path / "membrane_phantom_x4.tif", tmp_path / "views.png"
+    run = subprocess.run([sys.executable, "-m", "zaugnet", "predict", str(SAMPLE), "-o", str(out), "--factor", "4",
+                          "--figure", str(figure), "--quiet"], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert f"model: {SHIPPED_MODELS / DEFAULT_MODEL}" in run.stderr
+    check = next(line for line in run.stderr.splitlines() if line.startswith("self-check"))
+    assert "held out (10)" in check and "cubic" in check
+    before, after = read_stack(SAMPLE), read_stack(out)
+    assert after.data.shape == (81, 128, 128) and after.data.dtype == np.uint16
+    assert after.voxel_size.z == pytest.approx(0.2) and after.voxel_size.x == pytest.approx(0.2)
+    assert np.array_equal(after.data[::4], before.data)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
