@@ -165,7 +165,7 @@ class ModelInterpolator:
         return self.network(x).float().cpu().numpy()[:, 0]
 
     def predict(self, first: np.ndarray, second: np.ndarray, z: Sequence[float]) -> np.ndarray:
-        """Slices at relative positions ``z`` between ``first[i]`` and ``second[i]`` (each (B, Y, X)), float32 in their units.
+        """Slices at relative positions ``z`` between ``first[i]`` and ``second[i]`` (each (B, Y, X)), in their units.
 
         For two-slice models; ZAugNet-C needs :meth:`predict_windows`.
         """

@@ -175,10 +175,12 @@ def _augmentation_figure(before: Any, after: Any, method: Any, path: Path) -> No
     used = getattr(method, "name", method)
     checks = getattr(method, "checks", None)
     if checks:
-        used += f" -> {checks[0].model if checks[0].choice == 'model' else 'cubic'} (self-check {checks[0].margin:+.2f} dB)"
+        chosen = checks[0].model if checks[0].choice == "model" else "cubic"
+        used += f" -> {chosen} (self-check {checks[0].margin:+.2f} dB)"
     name = f"{before.path.name if before.path else 'stack'}{f' [{label}]' if label else ''}"
     vs_in, vs_out = before.voxel_size, after.voxel_size
-    plot_z_augmentation(vol_in, vol_out, vs_in.z, vs_out.z, (vs_in.y, vs_in.x), path, unit=vs_in.unit if vs_in.x else "px",
+    plot_z_augmentation(vol_in, vol_out, vs_in.z, vs_out.z, (vs_in.y, vs_in.x), path,
+                        unit=vs_in.unit if vs_in.x else "px",
                         title=f"{name}: {len(vol_in)} -> {len(vol_out)} slices, {used}")
     print(f"wrote {path}")
 
@@ -250,7 +252,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if checks:
         write_csv(checks, out / "selfcheck.csv")
         right = sum(c["right"] for c in checks)
-        text += f"\n\nself-check (--method auto) chose the truly better of model and cubic in {right} of {len(checks)} cases"
+        text += (f"\n\nself-check (--method auto) chose the truly better of model and cubic in {right} of "
+                 f"{len(checks)} cases")
         text += "".join(f"\n  {c['stack']} x{c['factor']}: chose {c['choice']} ({c['check_margin_db']:+.2f} dB on "
                         f"its check), true margin {c['true_margin_db']:+.2f} dB" for c in checks)
     print(text)
@@ -307,7 +310,7 @@ def _device(spec: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``zaugnet`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="zaugnet", description="Self-supervised z-slice augmentation of 3D "
-                                     "microscopy stacks (ZAugNet, ZAugNet+).")
+                                     "microscopy stacks (ZAugNet, ZAugNet+, ZAugNet-C).")
     parser.add_argument("--version", action="version", version=f"zaugnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -323,11 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--overwrite", action="store_true")
     sim.set_defaults(func=_cmd_simulate)
 
-    tr = sub.add_parser("train", help="train a ZAugNet or ZAugNet+ model on high-resolution stacks")
+    tr = sub.add_parser("train", help="train a ZAugNet, ZAugNet+ or ZAugNet-C model on high-resolution stacks")
     tr.add_argument("data", nargs="+", help="TIFF / OME-TIFF stacks or folders of them")
     tr.add_argument("-o", "--output", required=True, help="run directory (final checkpoint: RUN_DIR/final.pt)")
-    tr.add_argument("--variant", choices=["zaugnet", "zaugnet+", "zaugnet-c"], help="zaugnet (midpoints), zaugnet+ (any z, DPM), "
-                    "zaugnet-c (context: K slices around each gap, cubic + learned correction, any z)")
+    tr.add_argument("--variant", choices=["zaugnet", "zaugnet+", "zaugnet-c"],
+                    help="zaugnet (midpoints), zaugnet+ (any z, DPM), zaugnet-c (context: K slices around each "
+                    "gap, cubic + learned correction, any z)")
     tr.add_argument("--preset", choices=["small", "paper"], help="network and training defaults (default paper)")
     tr.add_argument("--config", help="YAML file with config values (see config.yaml of any run)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one value, e.g. train.lr=3e-4")

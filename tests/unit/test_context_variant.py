@@ -33,8 +33,8 @@ def test_untrained_context_model_is_exactly_cubic_interpolation(k: int, rng: np.
     volume = rng.random((7, 21, 18)).astype(np.float32)
     model = ModelInterpolator(student, "zaugnet-c", normalization="none", n_slices=k)
     positions = plan_relative(7, [0.2, 0.5, 0.9])
-    np.testing.assert_allclose(interpolate_volume(volume, positions, model), interpolate_axial(volume, positions, "cubic"),
-                               atol=2e-6)
+    np.testing.assert_allclose(interpolate_volume(volume, positions, model),
+                               interpolate_axial(volume, positions, "cubic"), atol=2e-6)
 
 
 def test_context_model_is_not_clamped_to_the_inputs_range() -> None:
@@ -55,7 +55,8 @@ def test_context_generator_returns_the_flow_branch_prediction_too() -> None:
     assert set(out) == {"student", "flow", "teacher", "distill"}
     assert all(v.shape == (2, 1, 32, 32) for k, v in out.items() if k != "distill")
     sum(v.sum() for v in out.values()).backward()
-    assert gen.student.head[-1].weight.grad is not None and gen.student.flow.blocks[0].conv0[0][0].weight.grad is not None
+    assert gen.student.head[-1].weight.grad is not None
+    assert gen.student.flow.blocks[0].conv0[0][0].weight.grad is not None
 
 
 def test_context_indices_repeat_the_edge_slices() -> None:
