@@ -39,7 +39,6 @@ All files are written atomically into ``-o`` (default ``benchmarks/results``).
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import json
 import math
@@ -483,15 +482,6 @@ def speed_figure(rows: Sequence[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def write_speed_csv(rows: Sequence[dict], path: Path) -> Path:
-    """Write the speed rows (columns :data:`SPEED_FIELDS`) atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SPEED_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
@@ -558,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("speed: no --model given, nothing to time", file=sys.stderr)
             else:
                 rows = speed_rows(models, args.sizes, args.device, args.pairs, args.threads)
-                write_speed_csv(rows, out / "speed.csv")
+                write_csv(rows, out / "speed.csv", SPEED_FIELDS)
                 text = speed_markdown(rows, hardware_line(args.device, rows), models, command)
                 atomic_write_text(out / "speed.md", text)
                 speed_figure(rows, out / "speed.png")

@@ -17,9 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import InputError
 
 Variant = Literal["zaugnet", "zaugnet+", "zaugnet-c"]
-
-#: The variants, in the order the CLI lists them.
-VARIANTS: tuple[str, ...] = ("zaugnet", "zaugnet+", "zaugnet-c")
 Preset = Literal["small", "paper"]
 
 CONFIG_VERSION = 1

@@ -198,10 +198,8 @@ def format_table(rows: Sequence[dict]) -> str:
 def write_csv(rows: Iterable[dict], path: str | Path, fields: Sequence[str] | None = None) -> Path:
     """Write the rows as CSV (columns ``fields``, default :data:`FIELDS`) atomically; return the path."""
     path = Path(path)
-    rows = list(rows)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields or (FIELDS if not rows or "method" in rows[0]
-                                                                     else rows[0])), extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=list(fields or FIELDS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return path

@@ -22,8 +22,7 @@ class LaplacianLoss(nn.Module):
     Fixed 5x5 binomial kernel (/256), reflect padding 2, downsampling by taking every second pixel,
     upsampling by zero insertion followed by 4 x the kernel. The residual matters: band-pass images
     alone are blind to the mean intensity and the coarsest variations, so a network trained on them
-    alone can drift in brightness (measured: a ZAugNet-C correction head so trained shifted held-out
-    slices by 2.5 % of their range and lost 3 dB to cubic interpolation).
+    alone is free to drift in brightness.
 
     Parameters
     ----------

@@ -20,6 +20,9 @@ from .predict import ModelInterpolator
 
 #: Fewest slices a volume needs for the self-check (two held-out slices).
 MIN_SLICES = 5
+#: Columns of :func:`judge_self_checks` rows (``selfcheck.csv``).
+JUDGEMENT_FIELDS = ("stack", "factor", "model", "choice", "check_margin_db", "true_margin_db", "right",
+                    "n_held_out")
 
 
 @dataclass(frozen=True)

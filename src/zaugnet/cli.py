@@ -170,13 +170,13 @@ def _augmentation_figure(before: Any, after: Any, method: Any, path: Path) -> No
     """``--figure``: orthogonal views of the first volume before and after, titled with the method used."""
     from zaugnet.training.figures import plot_z_augmentation
     from zaugnet.training.io import iter_volumes
+    from zaugnet.training.selfcheck import AutoMethod
 
     (label, vol_in), (_, vol_out) = next(iter_volumes(before)), next(iter_volumes(after))
-    used = getattr(method, "name", method)
-    checks = getattr(method, "checks", None)
-    if checks:
-        chosen = checks[0].model if checks[0].choice == "model" else "cubic"
-        used += f" -> {chosen} (self-check {checks[0].margin:+.2f} dB)"
+    used = method if isinstance(method, str) else method.name
+    if isinstance(method, AutoMethod):
+        first = method.checks[0]
+        used += f" -> {first.model if first.choice == 'model' else 'cubic'} (self-check {first.margin:+.2f} dB)"
     name = f"{before.path.name if before.path else 'stack'}{f' [{label}]' if label else ''}"
     vs_in, vs_out = before.voxel_size, after.voxel_size
     plot_z_augmentation(vol_in, vol_out, vs_in.z, vs_out.z, (vs_in.y, vs_in.x), path,
@@ -198,7 +198,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         raise InputError(out, "is not empty; pass --overwrite to write into it")
     paths = find_stacks(args.stacks)
     stacks = [read_stack(p, axes=args.axes) for p in paths]  # validate every input before any work
-    from zaugnet.training.selfcheck import AutoMethod, judge_self_checks
+    from zaugnet.training.selfcheck import JUDGEMENT_FIELDS, AutoMethod, judge_self_checks
 
     if "auto" in args.methods and not args.model:
         raise InputError("--methods auto", "needs a model to check (--model)")
@@ -250,7 +250,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         text += ("\n\nFID not computed: pass --fid-weights FILE, a local Inception-v3 TorchScript file "
                  "(e.g. inception-2015-12-05.pt); it cannot be downloaded here.")
     if checks:
-        write_csv(checks, out / "selfcheck.csv")
+        write_csv(checks, out / "selfcheck.csv", JUDGEMENT_FIELDS)
         right = sum(c["right"] for c in checks)
         text += (f"\n\nself-check (--method auto) chose the truly better of model and cubic in {right} of "
                  f"{len(checks)} cases")
