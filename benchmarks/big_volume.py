@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/big_volume.py [--net tiny|small] [--sizes 2048 4096 6144] [--slices 3]
                                        [--chunk 512] [--workers 1 2] [--no-distributed] [--folder DIR]
-                                       [--malloc-arena-max N]
+                                       [--malloc-arena-max N] [-o DIR]
 
 With an untrained network (speed and memory do not depend on the weights; ``tiny`` is the test suite's
 network, ``small`` the small preset) it z-augments synthetic uint16 OME-Zarr volumes by a factor of 2
@@ -15,7 +15,8 @@ with :func:`zaugnet.training.bigvolume.predict_large` (ZAugNet+, chunk/block 512
 2. throughput: one volume predicted with the threaded scheduler and 1, 2, ... workers, and (unless
    ``--no-distributed``) a ``dask.distributed`` LocalCluster of 2 single-threaded worker processes.
 
-Prints markdown tables. The default run takes about 2 minutes on an idle 2-core CPU (longer under load).
+Prints markdown tables; with ``-o DIR`` also writes them to ``DIR/big_volume.md`` and plots both to
+``DIR/big_volume.png``. The default run takes about 2 minutes on an idle 2-core CPU (longer under load).
 """
 
 from __future__ import annotations
@@ -95,12 +96,21 @@ def child_memory(folder: Path, net: str, chunk: int) -> None:
     print(f"RESULT {_status('VmHWM'):.1f} {_status('VmHWM') - before:.1f} {seconds:.2f}")
 
 
-def memory_table(folder: Path, args: argparse.Namespace) -> None:
+def say(lines: list[str], text: str) -> None:
+    """Print a line of the report now and keep it for ``big_volume.md``."""
+    print(text, flush=True)
+    lines.append(text)
+
+
+def memory_table(folder: Path, args: argparse.Namespace, lines: list[str]) -> list[tuple[float, float, float]]:
+    """Peak RSS per volume size; returns (volume MB, peak MB, growth MB) per size."""
     arenas = f", MALLOC_ARENA_MAX={args.malloc_arena_max}" if args.malloc_arena_max else ""
-    print(f"\n## peak memory vs volume size ({args.net} network, factor 2, chunk {args.chunk}, "
-          f"threaded scheduler, {os.cpu_count()} workers{arenas})\n")
-    print("| volume (Z x Y x X uint16) | MB | peak RSS (MB) | growth over warm-up (MB) | time (s) | Mvoxel out/s |")
-    print("|---|---|---|---|---|---|")
+    say(lines, f"\n## peak memory vs volume size ({args.net} network, factor 2, chunk {args.chunk}, "
+        f"threaded scheduler, {os.cpu_count()} workers{arenas})\n")
+    say(lines, "| volume (Z x Y x X uint16) | MB | peak RSS (MB) | growth over warm-up (MB) | time (s) | "
+        "Mvoxel out/s |")
+    say(lines, "|---|---|---|---|---|---|")
+    points = []
     for size in args.sizes:
         mb = make_volume(folder / "big.ome.zarr", args.slices, size)
         env = {**os.environ, **({"MALLOC_ARENA_MAX": str(args.malloc_arena_max)} if args.malloc_arena_max else {})}
@@ -108,16 +118,19 @@ def memory_table(folder: Path, args: argparse.Namespace) -> None:
                                  "--chunk", str(args.chunk)], capture_output=True, text=True, env=env)
         found = re.search(r"RESULT (\S+) (\S+) (\S+)", result.stdout)
         if result.returncode or not found:
-            print(f"| {args.slices} x {size} x {size} | {mb:.0f} | failed: {result.stderr.strip()[-300:]} |")
+            say(lines, f"| {args.slices} x {size} x {size} | {mb:.0f} | failed: {result.stderr.strip()[-300:]} |")
             continue
         peak, growth, seconds = (float(v) for v in found.groups())
         out_vox = (2 * args.slices - 1) * size * size / 1e6
-        print(f"| {args.slices} x {size} x {size} | {mb:.0f} | {peak:.0f} | {growth:.0f} | {seconds:.1f} | "
-              f"{out_vox / seconds:.2f} |", flush=True)
+        say(lines, f"| {args.slices} x {size} x {size} | {mb:.0f} | {peak:.0f} | {growth:.0f} | {seconds:.1f} | "
+            f"{out_vox / seconds:.2f} |")
+        points.append((mb, peak, growth))
         shutil.rmtree(folder / "big_out.ome.zarr", ignore_errors=True)
+    return points
 
 
-def throughput_table(folder: Path, args: argparse.Namespace) -> None:
+def throughput_table(folder: Path, args: argparse.Namespace, lines: list[str]) -> list[tuple[str, int, float]]:
+    """Blocks per second per scheduler and worker count; returns (scheduler, workers, blocks/s) rows."""
     from zaugnet.training.bigvolume import predict_large
     from zaugnet.training.predict import make_plan
 
@@ -126,10 +139,11 @@ def throughput_table(folder: Path, args: argparse.Namespace) -> None:
     plan = make_plan(n_z, 0.6, factor=2)
     model = make_model(args.net)
     blocks = (n_z - 1) * (-(-size // args.chunk)) ** 2
-    print(f"\n## throughput vs dask workers ({n_z} x {size} x {size} uint16, {mb:.0f} MB, factor 2: {blocks} "
-          f"blocks of {args.chunk} px + halo 128, {args.net} network)\n")
-    print("| scheduler | workers | time (s) | blocks/s | Mvoxel out/s |")
-    print("|---|---|---|---|---|")
+    say(lines, f"\n## throughput vs dask workers ({n_z} x {size} x {size} uint16, {mb:.0f} MB, factor 2: {blocks} "
+        f"blocks of {args.chunk} px + halo 128, {args.net} network)\n")
+    say(lines, "| scheduler | workers | time (s) | blocks/s | Mvoxel out/s |")
+    say(lines, "|---|---|---|---|---|")
+    points = []
     out = folder / "tp_out.ome.zarr"
     make_volume(folder / "warm.ome.zarr", 2, 2 * args.chunk)
 
@@ -144,7 +158,8 @@ def throughput_table(folder: Path, args: argparse.Namespace) -> None:
         predict_large(folder / "tp.ome.zarr", out, plan, model, chunk_yx=args.chunk, progress=False,
                       overwrite=True, num_workers=workers)
         s = time.perf_counter() - t0
-        print(f"| threads | {workers} | {s:.1f} | {blocks / s:.2f} | {out_vox / s:.2f} |", flush=True)
+        say(lines, f"| threads | {workers} | {s:.1f} | {blocks / s:.2f} | {out_vox / s:.2f} |")
+        points.append(("threads", workers, blocks / s))
     if not args.no_distributed:
         import dask
         from distributed import Client, LocalCluster
@@ -166,9 +181,36 @@ def throughput_table(folder: Path, args: argparse.Namespace) -> None:
                 predict_large(folder / "tp.ome.zarr", out, plan, model, chunk_yx=args.chunk, progress=False,
                               overwrite=True, client=client)
                 s = time.perf_counter() - t0
-            print(f"| distributed LocalCluster, 2 processes ({label}) | 2 x 1 thread | {s:.1f} | "
-                  f"{blocks / s:.2f} | {out_vox / s:.2f} |", flush=True)
+            say(lines, f"| distributed LocalCluster, 2 processes ({label}) | 2 x 1 thread | {s:.1f} | "
+                f"{blocks / s:.2f} | {out_vox / s:.2f} |")
+            points.append((f"distributed ({label})", 2, blocks / s))
         os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return points
+
+
+def plot(memory: list[tuple[float, float, float]], throughput: list[tuple[str, int, float]], path: Path) -> None:
+    """Peak memory versus volume size (left) and blocks per second versus workers (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    if memory:
+        mb, peak, growth = zip(*memory)
+        left.plot(mb, peak, "o-", label="peak RSS")
+        left.plot(mb, growth, "s--", label="growth over warm-up")
+        left.plot(mb, mb, ":", color="grey", label="volume size")
+    left.set(xlabel="input volume (MB)", ylabel="MB", title="memory vs volume size")
+    left.legend()
+    for scheduler in dict.fromkeys(s for s, _, _ in throughput):
+        rows = [(w, r) for s, w, r in throughput if s == scheduler]
+        right.plot(*zip(*rows), "o-" if len(rows) > 1 else "D", label=scheduler)
+    right.set(xlabel="workers", ylabel="blocks / s", title="throughput vs workers")
+    right.set_xticks(sorted({w for _, w, _ in throughput}) or [1])
+    right.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -183,6 +225,7 @@ def main() -> None:
     parser.add_argument("--malloc-arena-max", type=int, help="MALLOC_ARENA_MAX for the memory runs (glibc keeps "
                         "freed memory per thread arena; 2 shows the working set without that)")
     parser.add_argument("--folder", help="scratch folder (default: a temporary one, removed at the end)")
+    parser.add_argument("-o", "--out", type=Path, help="folder for big_volume.md and big_volume.png")
     parser.add_argument("--child-memory", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
@@ -190,14 +233,24 @@ def main() -> None:
         return
     import torch
 
-    print(f"# out-of-core prediction ({platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads; load average {os.getloadavg()[0]:.1f})")
+    lines: list[str] = []
+    say(lines, f"# out-of-core prediction ({platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads; load average {os.getloadavg()[0]:.1f})\n\n"
+        f"Command: `python benchmarks/big_volume.py {' '.join(sys.argv[1:])}`")
     with tempfile.TemporaryDirectory(prefix="zaugnet-bigvol-", dir=args.folder) as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        memory_table(folder, args)
-        throughput_table(folder, args)
-        print(f"\n(total {time.perf_counter() - t0:.0f} s)")
+        memory = memory_table(folder, args, lines)
+        throughput = throughput_table(folder, args, lines)
+        say(lines, f"\n(total {time.perf_counter() - t0:.0f} s)")
+    if args.out:
+        from zaugnet.training.atomic import atomic_path
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.out / "big_volume.md") as tmp_md:
+            tmp_md.write_text("\n".join(lines) + "\n")
+        with atomic_path(args.out / "big_volume.png") as tmp_png:
+            plot(memory, throughput, tmp_png)
 
 
 if __name__ == "__main__":

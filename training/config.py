@@ -107,7 +107,8 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(1000, ge=1)
     val_every: int | None = Field(None, ge=1, description="steps between validations (default: once per epoch)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N")
-    amp: bool = Field(True, description="bfloat16 autocast on CUDA; ignored on CPU")
+    amp: bool = Field(True, description="bfloat16 autocast where the device runs bfloat16 natively (CUDA, "
+                      "CPUs with AMX or AVX512-BF16); ignored elsewhere")
     num_workers: int = Field(0, ge=0)
 
     @model_validator(mode="after")

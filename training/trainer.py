@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,19 @@ def _pick_device(spec: str, local_rank: int) -> torch.device:
     return device
 
 
+def bf16_autocast_supported(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 natively: CUDA with bf16, or a CPU with AVX512-BF16 or AMX.
+
+    Elsewhere bfloat16 is emulated and slower than float32, so ``train.amp`` is ignored there.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
 class Trainer:
     """Trains a ZAugNet / ZAugNet+ generator on self-supervised triplets.
 
@@ -118,6 +131,7 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        self.amp = config.train.amp and bf16_autocast_supported(self.device)
 
         variant, tc, dc = config.net.variant, config.train, config.data
         split: Split = split_volumes([v.shape[0] for v in data.volumes], dc.val_fraction, tc.seed)
@@ -187,10 +201,9 @@ class Trainer:
         return candidates[max(candidates)] if candidates else None
 
     # ------------------------------------------------------------------ steps
-    def _autocast(self):
-        if self.device.type == "cuda" and self.config.train.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+    def autocast(self) -> AbstractContextManager[None]:
+        """bfloat16 autocast when ``train.amp`` is on and the device runs bfloat16 natively, else nothing."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
 
     def _micro(self, module: nn.Module, i: int, n: int):
         """DistributedDataParallel: average gradients only on the last of ``n`` accumulated micro-batches."""
@@ -213,9 +226,9 @@ class Trainer:
             alpha_rng = torch.Generator().manual_seed(tc.seed * 1_000_003 + self.step * 101 + self.rank)
             self.opt_d.zero_grad(set_to_none=True)
             for i, (xi, gi) in enumerate(zip(xs, gts)):
-                with torch.no_grad(), self._autocast():
+                with torch.no_grad(), self.autocast():
                     fake = _unwrap(self.generator).student(xi).float()
-                with self._micro(self.critic, i, n), self._autocast():
+                with self._micro(self.critic, i, n), self.autocast():
                     loss_d, wdist = critic_loss(self.critic, gi, fake, tc.lambda_gp, alpha_rng)
                     (loss_d / n).backward()
                 logs["loss_d"] = logs.get("loss_d", 0.0) + float(loss_d.detach()) / n
@@ -224,7 +237,7 @@ class Trainer:
         if self.critic is None or (self.step + 1) % tc.n_critic == 0:
             self.opt_g.zero_grad(set_to_none=True)
             for i, (xi, gi) in enumerate(zip(xs, gts)):
-                with self._micro(self.generator, i, n), self._autocast():
+                with self._micro(self.generator, i, n), self.autocast():
                     out = self.generator(xi, gi)
                     parts = {"loss_rec": self.lap(out["student"].float(), gi),
                              "loss_teacher": self.lap(out["teacher"].float(), gi),
@@ -253,7 +266,7 @@ class Trainer:
         preds = []
         bs = self.config.train.batch_size
         for i in range(0, len(x_all), bs):
-            with self._autocast():
+            with self.autocast():
                 preds.append(student(x_all[i:i + bs].to(self.device)).float().cpu())
         student.train()
         pred = torch.cat(preds)

@@ -88,7 +88,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     n_val = len(trainer.val_triplets)
     if trainer.rank == 0:
         print(f"{len(data.volumes)} volume(s), {len(trainer.train_triplets)} training / {n_val} validation "
-              f"triplets, {config.net.variant} ({config.preset}) on {trainer.device}", file=sys.stderr)
+              f"triplets, {config.net.variant} ({config.preset}) on {trainer.device}"
+              f"{' (bfloat16 autocast)' if trainer.amp else ''}, {trainer.world} process(es)", file=sys.stderr)
     final = trainer.fit(resume=resume, progress=not args.quiet)
     if trainer.rank == 0:
         last = trainer.history[-1] if trainer.history else {}

@@ -18,7 +18,9 @@ from zaugnet.training.config import build_config, load_yaml
 from zaugnet.training.data import normalize_pair
 from zaugnet.training.metrics import psnr
 from zaugnet.training.phantoms import simulate_stack
-from zaugnet.training.trainer import Trainer, load_training_data, triplets_for_rank
+from zaugnet.training.io import VoxelSize, write_stack
+from zaugnet.training.trainer import (Trainer, bf16_autocast_supported, load_training_data,
+                                      triplets_for_rank)
 
 
 def _tiny_args(*extra: str) -> list[str]:
@@ -115,6 +117,74 @@ def test_two_process_cpu_ddp(phantom_dir: Path, tmp_path: Path) -> None:
     assert generator is not None
 
 
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process_on_both_ranks_batches(tmp_path: Path) -> None:
+    """End to end through torchrun (2 CPU processes, gloo): the ranks sample disjoint training volumes and
+    DDP averages their gradients, so the weights equal one process that sums the same two batches as two
+    accumulated micro-batches (rebuilt here from the sampler's (seed, step, rank) draws)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for seed in range(5):  # 4 training volumes (2 per rank) + 1 for validation
+        stack = simulate_stack((10, 48, 48), kind="membrane", seed=40 + seed, z_step_um=0.6)
+        write_stack(data_dir / f"membrane_{seed}.tif", stack, "ZYX", VoxelSize(0.6, 0.2, 0.2))
+    steps, per_rank = 3, 2
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "zaugnet",
+           "train", str(data_dir), "-o", str(run), "--preset", "small", "--variant", "zaugnet+",
+           "--max-steps", str(steps), "--device", "cpu",
+           *_tiny_args("--set", "train.amp=false", "--set", "train.val_every=100")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stderr
+    ddp = load_checkpoint(run / "final.pt")["generator"]
+
+    def reference(ranks: int) -> dict[str, torch.Tensor]:
+        cfg = tiny_config("zaugnet+", batch_size=per_rank * ranks, accumulate=ranks, amp=False)
+        trainer = Trainer(cfg, load_training_data([data_dir]), tmp_path / f"ref{ranks}")
+        mine = [triplets_for_rank(trainer.train_triplets, r, 2) for r in range(ranks)]
+        for step in range(steps):
+            batches = [trainer.sampler.batch(mine[r], per_rank, cfg.train.seed, step, r) for r in range(ranks)]
+            trainer.train_step(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
+            trainer.step += 1
+        if ranks == 2:
+            assert {t[0] for t in mine[0]}.isdisjoint({t[0] for t in mine[1]})
+        return trainer.state()["generator"]
+
+    both = reference(2)
+    assert all(torch.allclose(ddp[k], both[k], rtol=1e-4, atol=1e-6) for k in both)
+    rank0_alone = reference(1)  # without rank 1's gradients the weights differ: the comparison can fail
+    assert not all(torch.allclose(ddp[k], rank0_alone[k], rtol=1e-4, atol=1e-6) for k in both)
+
+
+def test_bfloat16_autocast_on_a_cpu_that_runs_it_natively(phantom_dir: Path, tmp_path: Path) -> None:
+    """``train.amp`` on a CPU with AMX / AVX512-BF16: the forward runs in bfloat16 and a few steps give the
+    float32 losses to within bfloat16 rounding; with ``amp`` off (or without native bf16) it is float32."""
+    data = load_training_data([phantom_dir])
+    trainers = {amp: Trainer(tiny_config("zaugnet", amp=amp), data, tmp_path / str(amp)) for amp in (True, False)}
+    if not bf16_autocast_supported(torch.device("cpu")):
+        assert not trainers[True].amp
+        pytest.skip("this CPU has no native bfloat16 (AMX / AVX512-BF16): train.amp is ignored here")
+    x, _ = trainers[True].sampler.batch(trainers[True].train_triplets, 2, 0, 0)
+    for amp, trainer in trainers.items():  # the dtype the student's first convolution computes in
+        conv = next(m for m in trainer.generator.student.modules() if isinstance(m, torch.nn.Conv2d))
+        seen = []
+        hook = conv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+        with torch.no_grad(), trainer.autocast():
+            trainer.generator.student(x)
+        hook.remove()
+        assert seen == [torch.bfloat16 if amp else torch.float32]
+    losses = {}
+    for amp, trainer in trainers.items():
+        logs = []
+        for step in range(3):
+            x, gt = trainer.sampler.batch(trainer.train_triplets, 2, 0, step)
+            logs.append(trainer.train_step(x, gt)["loss_g"])
+            trainer.step += 1
+        losses[amp] = np.array(logs)
+    assert np.allclose(losses[True], losses[False], rtol=0.03), losses
+    assert all(torch.isfinite(p).all() for p in trainers[True].generator.parameters())
+
+
 @pytest.mark.gpu
 def test_single_gpu_training_with_amp(phantom_dir: Path, tmp_path: Path) -> None:
     """bfloat16 autocast on one GPU: trains and saves weights that load on the CPU."""
@@ -131,7 +201,7 @@ def test_gradient_accumulation_equals_one_large_batch(phantom_dir: Path, tmp_pat
     finals = []
     for accumulate in (1, 4):
         cfg = tiny_config("zaugnet+", batch_size=4, accumulate=accumulate, lambda_adv=0.001, n_critic=1,
-                          max_steps=2, val_every=100)
+                          max_steps=2, val_every=100, amp=False)
         trainer = Trainer(cfg, data, tmp_path / f"acc{accumulate}")
         trainer.fit(progress=False)
         finals.append(trainer.state())
