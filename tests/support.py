@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from zaugnet.training.config import Config, build_config
+
+#: The benchmark scripts (not a package: tests load them with :func:`benchmark_script`).
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 #: Real stacks beside the checkout (../shared/data); tests that need them skip when absent.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -52,3 +57,12 @@ def assert_bioimageio_test_passed(returncode: int, text: str) -> None:
     assert len(warnings) == 1 and "Missing maintainers" in warnings[0], warnings
     for wf in ("onnx", "pytorch_state_dict", "torchscript"):
         assert f"Run {wf} inference for inputs with" in " ".join(table.split()), wf
+
+
+def benchmark_script(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` as a module (to call its ``main``)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

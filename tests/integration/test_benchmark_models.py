@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from support import benchmark_script
 
 from zaugnet.training.evaluate import evaluate_volume, to_8bit
 from zaugnet.training.io import read_stack
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "models.py"
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmark_models", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _rows(path: Path) -> list[dict]:
@@ -44,9 +34,9 @@ def test_benchmark_writes_accuracy_and_speed_for_every_method_and_runtime(
     package = export_model(tiny_checkpoints["zaugnet+"], tmp_path / "package", test=False)
     stack = min(phantom_dir.glob("*.tif"))
     out = tmp_path / "results"
-    status = _script().main(["--model", f"zaugnet={tiny_checkpoints['zaugnet']}", "--model", f"zaugnet+={package}",
-                             "--stacks", str(stack), "--factors", "2", "4", "--sizes", "32", "--pairs", "2",
-                             "--threads", "1", "--auto", "-o", str(out)])
+    status = benchmark_script("models").main([
+        "--model", f"zaugnet={tiny_checkpoints['zaugnet']}", "--model", f"zaugnet+={package}", "--stacks", str(stack),
+        "--factors", "2", "4", "--sizes", "32", "--pairs", "2", "--threads", "1", "--auto", "-o", str(out)])
     assert status == 0
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "accuracy.png", "speed.csv",
                                                      "speed.md", "speed.png"]
@@ -107,7 +97,8 @@ def test_benchmark_writes_accuracy_and_speed_for_every_method_and_runtime(
 def test_benchmark_refuses_a_missing_stack_and_writes_nothing(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results"
-    status = _script().main(["--stacks", str(tmp_path / "absent.tif"), "--skip-speed", "-o", str(out)])
+    status = benchmark_script("models").main(["--stacks", str(tmp_path / "absent.tif"), "--skip-speed",
+                                              "-o", str(out)])
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"benchmarks/models.py: error: {tmp_path / 'absent.tif'}: stack not found"]
@@ -115,7 +106,7 @@ def test_benchmark_refuses_a_missing_stack_and_writes_nothing(tmp_path: Path,
 
 
 def test_model_labels(tmp_path: Path) -> None:
-    script = _script()
+    script = benchmark_script("models")
     assert script.parse_model("zaugnet+=runs/b/final.pt") == ("zaugnet+", "runs/b/final.pt")
     assert script.parse_model("runs/b/final.pt") == ("final", "runs/b/final.pt")
     with pytest.raises(ValueError, match="baseline"):

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from support import TINY_SET
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_scaling.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_scaling", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from support import TINY_SET, benchmark_script
 
 
 @pytest.mark.slow
 def test_reports_throughput_per_process_count_at_one_global_batch(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     tiny = [a for item in TINY_SET if not item.startswith("train.") for a in ("--set", item)]
-    _script().main(["--nproc", "1", "2", "--amp", "off", "--steps", "4", "--warmup", "2", "--stack-size", "48",
-                    "--global-batch", "4", "--micro-batch", "2", *tiny, "-o", str(tmp_path)])
+    benchmark_script("train_scaling").main(["--nproc", "1", "2", "--amp", "off", "--steps", "4", "--warmup", "2",
+                                            "--stack-size", "48", "--global-batch", "4", "--micro-batch", "2",
+                                            *tiny, "-o", str(tmp_path)])
     with (tmp_path / "train_scaling.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["processes"], r["accumulate"], r["amp"]) for r in rows] == [("1", "2", "off"), ("2", "1", "off")]
@@ -43,9 +32,10 @@ def test_reports_throughput_per_process_count_at_one_global_batch(tmp_path: Path
 
 def test_refuses_batches_that_do_not_split_and_partial_critic_cycles(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        _script().main(["--nproc", "1", "3", "--global-batch", "16", "--micro-batch", "8"])
+        benchmark_script("train_scaling").main(["--nproc", "1", "3", "--global-batch", "16", "--micro-batch", "8"])
     assert exit_info.value.code == 2
     assert "--global-batch 16 is not a multiple of 3 processes x --micro-batch 8" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        _script().main(["--preset", "paper", "--steps", "4", "--warmup", "2"])  # 2 timed steps, n_critic 5
+        # 2 timed steps, n_critic 5
+        benchmark_script("train_scaling").main(["--preset", "paper", "--steps", "4", "--warmup", "2"])
     assert "must be a multiple of n_critic (5)" in capsys.readouterr().err
