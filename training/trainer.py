@@ -97,7 +97,8 @@ def _pick_device(spec: str, local_rank: int) -> torch.device:
 def bf16_autocast_supported(device: torch.device) -> bool:
     """Whether ``device`` runs bfloat16 natively: CUDA with bf16, or a CPU with AVX512-BF16 or AMX.
 
-    Elsewhere bfloat16 is emulated and slower than float32, so ``train.amp`` is ignored there.
+    Without hardware support bfloat16 is usually slower than float32 (not measured here: this project's CPU
+    has both), so ``train.amp`` is ignored there.
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
