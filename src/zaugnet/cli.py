@@ -153,7 +153,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             method = AutoMethod(method)
     if large:
         predict_large(src, out, plan, method, chunk_yx=args.tile, halo=args.halo, num_workers=args.workers,
-                      progress=not args.quiet, overwrite=args.overwrite)
+                      progress=not args.quiet, overwrite=args.overwrite, axes=args.axes)
         dtype = "OME-Zarr"
     else:
         result = augment_stack(stack, plan, method, progress=not args.quiet)

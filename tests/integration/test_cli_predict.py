@@ -660,3 +660,19 @@ def test_zarr_output_is_written_out_of_core_and_equals_the_tiff_result(tiny_chec
     span = float(tif.data.max()) - float(tif.data.min())
     assert np.abs(zarr.data.astype(float) - tif.data).max() <= 1 + 1e-4 * span
     assert zarr.voxel_size.z == pytest.approx(tif.voxel_size.z)
+
+
+def test_zarr_output_keeps_the_axes_given_for_a_tiff_input(tmp_path: Path) -> None:
+    """``--axes`` reaches the out-of-core reader too: a bare (Z, C, Y, X) TIFF read as ZCYX is augmented
+    along its 4 z-slices per channel, as the in-memory path does."""
+    from zaugnet.training.bigvolume import read_ome_zarr
+
+    data = np.random.default_rng(3).integers(0, 1000, (4, 2, 24, 24)).astype(np.uint16)
+    src = tmp_path / "bare.tif"
+    tifffile.imwrite(src, data)  # no axes metadata: the reader would guess
+    common = ["--axes", "ZCYX", "--method", "linear", "--factor", "2", "--quiet"]
+    assert main(["predict", str(src), "-o", str(tmp_path / "a.tif"), *common]) == 0
+    assert main(["predict", str(src), "-o", str(tmp_path / "a.zarr"), *common]) == 0
+    tif, zarr = read_stack(tmp_path / "a.tif"), read_ome_zarr(tmp_path / "a.zarr")
+    assert tif.data.shape[tif.axes.index("Z")] == 7
+    assert zarr.data.shape == tif.data.shape and np.array_equal(zarr.data, tif.data)
