@@ -244,11 +244,9 @@ def main() -> None:
         throughput = throughput_table(folder, args, lines)
         say(lines, f"\n(total {time.perf_counter() - t0:.0f} s)")
     if args.out:
-        from zaugnet.training.atomic import atomic_path
+        from zaugnet.training.atomic import atomic_path, atomic_write_text
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.out / "big_volume.md") as tmp_md:
-            tmp_md.write_text("\n".join(lines) + "\n")
+        atomic_write_text(args.out / "big_volume.md", "\n".join(lines) + "\n")
         with atomic_path(args.out / "big_volume.png") as tmp_png:
             plot(memory, throughput, tmp_png)
 

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/train_scaling.py [--device cpu|cuda] [--nproc 1 2] [--amp on off] [--preset small]
                                           [--variant zaugnet] [--global-batch 16] [--micro-batch 8]
-                                          [--steps 8] [--warmup 3] [--stack-size 256] [--set KEY=VALUE ...]
+                                          [--steps 8] [--warmup 4] [--stack-size 256] [--set KEY=VALUE ...]
                                           [-o DIR]
 
 For every number of processes N and AMP setting it runs, on synthetic membrane phantoms (2 per process,
@@ -14,7 +14,9 @@ with the same global batch: each process takes ``global / N`` samples per step, 
 ``train.accumulate`` into micro-batches of ``--micro-batch`` samples, so the update is the same for every N
 (the paper's batch of 128 on fewer GPUs: ``--global-batch 128 --micro-batch 16``). Time per step is taken
 from the run's ``metrics.csv`` (rank 0's clock) between step ``--warmup`` and the last step, so start-up
-and the first, slower steps are left out; with a critic (``paper`` preset) the timed steps must be whole
+and the first, slower steps are left out. Rank 0 writes ``metrics.csv`` and the training curves at every
+multiple of ``--warmup``, so keep ``--steps <= 2 x --warmup`` to keep those writes out of the timed
+window (the defaults do); with a critic (``paper`` preset) the timed steps must be whole
 cycles of ``n_critic`` critic steps and one generator step. On a CPU each process gets ``cores // N`` threads.
 
 Prints a markdown table (s/step, samples/s, speed-up and efficiency over 1 process with the same AMP
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--global-batch", type=int, default=16)
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--stack-size", type=int, default=256, help="phantom side in pixels (>= the crop)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to zaugnet train")
     parser.add_argument("-o", "--out", type=Path, help="folder for train_scaling.md/.csv/.png")
@@ -153,12 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown(rows, header)
     print(table)
     if args.out:
-        from zaugnet.training.atomic import atomic_path
+        from zaugnet.training.atomic import atomic_path, atomic_write_text
         from zaugnet.training.evaluate import write_csv
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.out / "train_scaling.md") as tmp_md:
-            tmp_md.write_text(table)
+        atomic_write_text(args.out / "train_scaling.md", table)
         write_csv(rows, args.out / "train_scaling.csv", FIELDS)
         with atomic_path(args.out / "train_scaling.png") as tmp_png:
             plot(rows, tmp_png)
