@@ -48,6 +48,9 @@ SIZE_STEP = 16
 SAMPLE_MAX_SIZE = 256
 #: Context each side of a tile beyond which tiled and whole-image predictions agree (measured, see docs).
 TILING_CONTEXT = 96
+#: Output names that read as another kind of file than a package (.zip) or a folder.
+NOT_A_PACKAGE = (".tar", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".yaml", ".yml", ".pt", ".onnx",
+                 ".tif", ".tiff", ".png", ".json")
 #: Shapes (batch, y, x) at which TorchScript and ONNX are compared with the eager network at export.
 CHECK_SHAPES = ((1, 32, 32), (2, 48, 80), (1, 37, 53), (1, 72, 45))
 
@@ -598,12 +601,14 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
         nothing is written then.
     """
     output = Path(output)
+    if output.suffix.lower() != ".zip" and output.name.lower().endswith(NOT_A_PACKAGE):
+        raise InputError(output, "a package is written as a .zip file or a folder; this name ends like another "
+                                 "kind of file")
     if output.exists() and not overwrite:
         raise InputError(output, "exists; pass overwrite=True (--overwrite) to replace it")
     figure_paths = [Path(f) for f in figures]
     for f in figure_paths:
-        if not f.is_file():
-            raise InputError(f, "figure not found")
+        _check_figure(f)
     state = load_checkpoint(checkpoint)
     config, generator = load_generator(checkpoint)
     with_dpm, n_slices = config.net.with_dpm, config.net.n_slices
@@ -628,7 +633,10 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
         raise InputError("authors", "leave out github_user: validating it needs the GitHub API")
 
     created = [d for d in (output.parent, *output.parent.parents) if not d.exists()]
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(output, f"cannot be written ({err.strerror or err})") from None
     try:
         with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
             stage = Path(tmp) / "files"
@@ -679,12 +687,33 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
                 if not outcome.passed:
                     raise InputError(output, "bioimageio.core test did not pass cleanly, nothing written:\n  "
                                      + "\n  ".join(outcome.problems))
-            _place(package_zip, output, overwrite)
-    except BaseException:
-        for folder in created:  # folders made for the output, deepest first, if still empty
             try:
-                folder.rmdir()
-            except OSError:
-                break
+                _place(package_zip, output, overwrite)
+            except OSError as err:
+                raise InputError(output, f"cannot be written ({err.strerror or err})") from None
+    except OSError as err:  # the staging folder beside the output: e.g. a read-only file system, a full disk
+        _remove_empty(created)
+        raise InputError(output, f"cannot be written ({err.strerror or err})") from None
+    except BaseException:
+        _remove_empty(created)
         raise
     return output
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove folders made for an output (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _check_figure(path: Path) -> None:
+    """A ``--figure`` must be a PNG or JPEG file (the formats the model zoo shows)."""
+    if not path.is_file():
+        raise InputError(path, "figure not found")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
+        raise InputError(path, "a figure must be a PNG or JPEG image")

@@ -1,53 +1,78 @@
 """One loader for ``zaugnet predict --model``: checkpoint, package (zip or folder), URL or model-zoo id.
 
-Everything but a training checkpoint is a BioImage.IO package, and packages come from elsewhere, so:
+Everything but a training checkpoint is a BioImage.IO package, and packages (and checkpoints) come from
+elsewhere. What :func:`load_interpolator` guarantees for them:
 
-- zip entries are checked before anything is unpacked (no ``..``, no absolute paths, no links, size caps);
-- every file the rdf lists must lie inside the package, exist, and match its ``sha256``; the weights used
-  must declare one;
-- nothing in a package is unpickled as an arbitrary object or executed: TorchScript weights are read with
-  ``torch.jit.load``, ONNX with onnxruntime, a ``pytorch_state_dict`` with ``torch.load(weights_only=True)``
-  into zaugnet's OWN networks (the package's architecture file is never imported);
+- **nothing from the file runs** by default: a checkpoint and a ``pytorch_state_dict`` are read with
+  ``torch.load(weights_only=True)`` into zaugnet's OWN networks (a package's architecture file is never
+  imported); ONNX runs in onnxruntime. TorchScript is code (it can, e.g., write files), so a package's
+  TorchScript weights run only when asked for (``weight_format="torchscript"``) or when they are
+  byte-identical (sha256) to those of a package shipped in ``bioimageio_models/``. Default order:
+  :data:`WEIGHT_PRIORITY`; all choices: :data:`WEIGHT_FORMATS`;
+- **memory is bounded before it is allocated**: the rdf is at most 1 MB, without YAML anchors or aliases
+  and nested at most 32 deep; network widths and depth are bounded by
+  :class:`~zaugnet.training.config.NetConfig`; the network is built on the meta device first and the
+  weights' tensor names and shapes must equal its own; torch files must hold uncompressed records;
+  downloads and zips are size-capped and a download has an overall deadline (:data:`DOWNLOAD_DEADLINE`);
+- **nothing is written outside the output**: zips are checked before anything is unpacked (no ``..``, no
+  absolute paths, no links, no duplicates, size caps, entries no larger than declared) and only the rdf and
+  the files it lists are unpacked, into a private temporary folder (``zaugnet-model-<pid>-*``) that is
+  removed on every exit path; folders left by killed processes are removed by the next load;
+- every file the rdf lists must lie inside the package, exist, and match its ``sha256``; the weights
+  used must declare one;
 - packages with pre- or postprocessing steps are refused (ZAugNet packages normalise inside the network).
 
-Packages run their TorchScript weights by default. For ZAugNet's own packages the scripted student inside
-the wrapper is used with the normalisation recorded in the rdf, applied once per pair by
-:class:`~zaugnet.training.predict.ModelInterpolator` (so tiles of a large slice share one intensity
-range, exactly as with the checkpoint); other networks run whole with ``normalization="none"``.
+Not covered: an ONNX graph is data, not code, but the memory it takes at run time is the graph's own (ONNX
+weights are used only when a package has no ``pytorch_state_dict`` or when asked for); a zoo id's rdf is
+fetched and parsed by bioimageio.spec before it reaches these checks.
+
+For ZAugNet's own packages the student inside the wrapper is used with the normalisation recorded in the
+rdf, applied once per pair by :class:`~zaugnet.training.predict.ModelInterpolator` (so tiles of a large
+slice share one intensity range, exactly as with the checkpoint); other networks run whole with
+``normalization="none"``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
 import numpy as np
 import torch
-import yaml
 
+from zaugnet.training.atomic import process_alive
 from zaugnet.training.errors import InputError
 from zaugnet.training.predict import ModelInterpolator, from_checkpoint
 
 from .architecture import CALLABLE
-from .safezip import _safe_member, extract_zip
+from .safezip import (MAX_ENTRIES, MAX_RDF_BYTES, RDF_NAMES, extract_package, extract_zip, file_refs,
+                      package_files, parse_rdf, read_bounded, relative_source)
 
-#: Weight formats tried, in order, when none is asked for.
-WEIGHT_PRIORITY = ("torchscript", "pytorch_state_dict", "onnx")
-RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
+#: Weight formats a package may be loaded from (``weight_format=``, ``--weight-format``).
+WEIGHT_FORMATS = ("pytorch_state_dict", "onnx", "torchscript")
+#: Weight formats tried, in order, when none is asked for: neither runs code from the package (TorchScript
+#: follows only when it is byte-identical to a shipped package's).
+WEIGHT_PRIORITY = ("pytorch_state_dict", "onnx")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-#: Largest download accepted (bytes).
+#: Largest download accepted (bytes), in all for one load.
 MAX_DOWNLOAD = 4 * 1024**3
+#: Seconds each network read may wait, and seconds all downloads of one load may take together.
 HTTP_TIMEOUT = 60.0
-#: Bounds on a package's architecture kwargs (the paper network: widths <= 240, depth 8).
-MAX_WIDTH, MAX_DEPTH = 4096, 64
-_ZOO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+){0,3}$")
+DOWNLOAD_DEADLINE = 1800.0
+#: Prefix of the temporary folders of one load (followed by the process id and ``-``).
+WORK_PREFIX = "zaugnet-model-"
+_ZOO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[0-9][0-9.]*)?$")
 #: The packages shipped in the repository (``bioimageio_models/`` beside ``export/``).
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "bioimageio_models"
 #: The shipped package ``zaugnet predict`` uses when no ``--model`` is given.
@@ -79,37 +104,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _file_refs(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every ``{source: ..., (sha256: ...)}`` mapping in the rdf (files), with its location."""
-    if isinstance(node, dict):
-        if isinstance(node.get("source"), str):
-            yield where or "rdf", node
-        for key, value in node.items():
-            if key not in ("config", "kwargs"):  # free-form values, not file references
-                yield from _file_refs(value, f"{where}.{key}" if where else str(key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _file_refs(value, f"{where}[{i}]")
-
-
-def _relative_source(source: str, where: str, package: str) -> PurePosixPath:
-    """A file reference as a path inside the package; InputError for URLs, absolute paths and ``..``."""
-    if urlparse(source).scheme or source.startswith("/") or "\\" in source:
-        raise InputError(package, f"{where}: source {source!r} is not a file inside the package")
-    path = PurePosixPath(source)
-    if any(part in ("..", "") for part in path.parts) or not path.parts:
-        raise InputError(package, f"{where}: source {source!r} points outside the package")
-    return path
-
-
 def verify_package_files(folder: Path, rdf: dict[str, Any], name: str) -> None:
     """Check every file the rdf lists: inside ``folder``, present, and matching its sha256 when given.
 
     Weights entries (and an architecture file) must declare a sha256.
     """
     root = folder.resolve()
-    for where, ref in _file_refs(rdf):
-        rel = _relative_source(ref["source"], where, name)
+    for where, ref in file_refs(rdf):
+        rel = relative_source(ref["source"], where, name)
         path = (root / rel).resolve()
         if not path.is_relative_to(root):
             raise InputError(name, f"{where}: {ref['source']!r} resolves outside the package")
@@ -128,17 +130,31 @@ def verify_package_files(folder: Path, rdf: dict[str, Any], name: str) -> None:
 
 
 def _read_rdf(folder: Path, name: str) -> tuple[dict[str, Any], Path]:
+    """The package's rdf (bounded: :func:`~.safezip.parse_rdf`) and its path; InputError unless it is a model's."""
     for candidate in RDF_NAMES:
         path = folder / candidate
         if path.is_file():
-            try:
-                rdf = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError) as err:
-                raise InputError(name, f"{candidate} is not readable YAML ({err.__class__.__name__})") from None
-            if not isinstance(rdf, dict) or rdf.get("type") != "model":
+            with open(path, "rb") as f:
+                rdf = parse_rdf(read_bounded(f, MAX_RDF_BYTES, name, candidate), name)
+            if rdf.get("type") != "model":
                 raise InputError(name, f"{candidate} does not describe a model (type: model)")
             return rdf, path
     raise InputError(name, f"no {' or '.join(RDF_NAMES)} found: not a BioImage.IO package")
+
+
+@functools.cache
+def _shipped_torchscript() -> frozenset[str]:
+    """sha256 of the TorchScript weights of the packages shipped in :data:`SHIPPED_MODELS` (zaugnet's own)."""
+    found = set()
+    for folder in sorted(p.parent for p in SHIPPED_MODELS.glob("*/rdf.yaml")):
+        try:
+            rdf, _ = _read_rdf(folder, str(folder))
+        except InputError:
+            continue
+        sha = ((rdf.get("weights") or {}).get("torchscript") or {}).get("sha256")
+        if isinstance(sha, str):
+            found.add(sha.lower())
+    return frozenset(found)
 
 
 # ------------------------------------------------------------------------------------ packages
@@ -188,43 +204,39 @@ def _outer_normalization(zconfig: dict[str, Any]) -> tuple[str, tuple[float, flo
 
 def _state_dict_network(entry: dict[str, Any], weights: Path, name: str, variant: str,
                         device: str, n_slices: int = 2) -> torch.nn.Module:
-    """zaugnet's own network for a ``pytorch_state_dict`` entry; weights read with ``weights_only=True``."""
+    """zaugnet's own network for a ``pytorch_state_dict`` entry: kwargs validated, shapes checked on the meta
+    device, weights read with ``weights_only=True``."""
+    from zaugnet.training.checkpoint import build_matching, load_plain
     from zaugnet.training.config import NetConfig
     from zaugnet.training.nets import build_student
 
     from .wrapper import NormalizedStudent
 
     arch = entry.get("architecture") or {}
+    arch = arch if isinstance(arch, dict) else {"callable": arch}
     if arch.get("callable") != CALLABLE:
         raise InputError(name, f"pytorch_state_dict: architecture {arch.get('callable')!r} is not zaugnet's "
                                f"{CALLABLE!r}; refusing to run an unknown architecture file")
-    kwargs = dict(arch.get("kwargs") or {})
+    kwargs = arch.get("kwargs") or {}
     try:
+        if not isinstance(kwargs, dict):
+            raise TypeError("kwargs is not a mapping")
         context = {"context_slices": kwargs.get("context_slices", 4), "head_width": kwargs.get("head_width", 16)}
         net = NetConfig(variant=kwargs.get("variant"), block_widths=kwargs.get("block_widths"),
                         trunk_depth=kwargs.get("trunk_depth"), context_width=kwargs.get("context_width"),
                         unet_width=kwargs.get("unet_width"), **context)
         lo, hi = (float(q) for q in kwargs.get("percentiles") or (0.1, 99.9))
-        if net.variant != variant or net.n_slices != n_slices \
-                or max(*net.block_widths, net.context_width, net.unet_width, net.head_width) > MAX_WIDTH \
-                or net.trunk_depth > MAX_DEPTH or not 0 <= lo < hi <= 100:
+        normalization = kwargs.get("normalization", "minmax")
+        if net.variant != variant or net.n_slices != n_slices or not 0 <= lo < hi <= 100 \
+                or normalization not in ("minmax", "percentile"):
             raise ValueError(f"variant {net.variant} with {net.n_slices} slices (package: {variant}, {n_slices}), "
-                             f"widths <= {MAX_WIDTH}, depth <= {MAX_DEPTH} and 0 <= percentiles <= 100 expected")
-        network = NormalizedStudent(build_student(net).eval(), net.with_dpm, kwargs.get("normalization", "minmax"),
-                                    (lo, hi), net.n_slices)
+                             "normalization minmax or percentile and 0 <= percentiles <= 100 expected")
     except (ValueError, TypeError) as err:
         raise InputError(name, f"pytorch_state_dict: architecture kwargs are not valid ({err})") from None
-    try:
-        state = torch.load(weights, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - UnpicklingError and friends: refuse
-        raise InputError(weights.name, "refused to load pytorch_state_dict weights: they hold objects other than "
-                                       f"tensors ({err.__class__.__name__})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(weights.name, "pytorch_state_dict weights are not a plain state dict of tensors")
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as err:
-        raise InputError(weights.name, f"weights do not match the architecture kwargs ({err})") from None
+    state = load_plain(weights, f"{name}: {weights.name}")
+    network = build_matching(lambda: NormalizedStudent(build_student(net), net.with_dpm, normalization, (lo, hi),
+                                                       net.n_slices),
+                             state, f"{name}: {weights.name}", "the architecture kwargs")
     return network.to(device).eval()
 
 
@@ -242,9 +254,33 @@ class _OnnxNetwork:
         return torch.from_numpy(run_onnx(self.session, x.detach().cpu().numpy().astype(np.float32)))
 
 
+def _choose_weights(weights: Any, weight_format: str | None, label: str) -> str:  # noqa: ANN401 - rdf data
+    """The weight format to load: the one asked for, else the first of :data:`WEIGHT_PRIORITY` present, else
+    TorchScript only if it is a shipped package's."""
+    if weight_format is not None and weight_format not in WEIGHT_FORMATS:
+        raise InputError("weight_format", f"choose from {', '.join(WEIGHT_FORMATS)}, got {weight_format!r}")
+    weights = weights if isinstance(weights, dict) else {}
+    if weight_format is not None:
+        if weight_format not in weights:
+            raise InputError(label, f"no {weight_format} weights in the package")
+        return weight_format
+    scripted = weights.get("torchscript")
+    ours = isinstance(scripted, dict) and str(scripted.get("sha256", "")).lower() in _shipped_torchscript()
+    chosen = next((f for f in (*WEIGHT_PRIORITY, *(("torchscript",) if ours else ())) if f in weights), None)
+    if chosen is None:
+        extra = ("; its TorchScript weights are code, not zaugnet's own, and run only when asked for "
+                 "(weight_format='torchscript', --weight-format torchscript)" if "torchscript" in weights else "")
+        raise InputError(label, f"no {' / '.join(WEIGHT_PRIORITY)} weights in the package{extra}")
+    return chosen
+
+
 def interpolator_from_package(folder: str | Path, *, device: str = "cpu", weight_format: str | None = None,
                               name: str | None = None, **options: Any) -> ModelInterpolator:
-    """A :class:`ModelInterpolator` from an unpacked package folder (files verified first)."""
+    """A :class:`ModelInterpolator` from an unpacked package folder (files verified first).
+
+    ``weight_format`` is one of :data:`WEIGHT_FORMATS`; ``"torchscript"`` runs the package's code (only
+    for packages you trust). Default: :func:`_choose_weights`.
+    """
     from .torchscript import load_torchscript
 
     folder = Path(folder)
@@ -252,15 +288,11 @@ def interpolator_from_package(folder: str | Path, *, device: str = "cpu", weight
     rdf, _ = _read_rdf(folder, label)
     verify_package_files(folder, rdf, label)
     variant, n_slices, zconfig = _variant(rdf, label)
-    weights = rdf.get("weights") or {}
-    if weight_format is not None and weight_format not in WEIGHT_PRIORITY:
-        raise InputError("weight_format", f"choose from {', '.join(WEIGHT_PRIORITY)}, got {weight_format!r}")
-    formats = [weight_format] if weight_format else [f for f in WEIGHT_PRIORITY if f in weights]
-    if not formats or formats[0] not in weights:
-        raise InputError(label, f"no {weight_format or ' / '.join(WEIGHT_PRIORITY)} weights in the package")
-    chosen = formats[0]
-    entry = weights[chosen]
-    path = folder / _relative_source(entry["source"], f"weights.{chosen}", label)
+    chosen = _choose_weights(rdf.get("weights"), weight_format, label)
+    entry = rdf["weights"][chosen]
+    if not isinstance(entry, dict) or not isinstance(entry.get("source"), str):
+        raise InputError(label, f"weights.{chosen} names no source file")
+    path = folder / relative_source(entry["source"], f"weights.{chosen}", label)
     outer = _outer_normalization(zconfig)
     network: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor]
     if chosen == "onnx":
@@ -276,17 +308,22 @@ def interpolator_from_package(folder: str | Path, *, device: str = "cpu", weight
         else:
             outer = None
     mode, percentiles = outer if outer else ("none", (0.1, 99.9))
+    options = {**options, "weights_sha256": str(entry["sha256"]).lower()}  # verified against the file above
     return ModelInterpolator(network, variant, device=device, normalization=mode, percentiles=percentiles,
                              n_slices=n_slices, **options)
 
 
 # ------------------------------------------------------------------------------------ remote
-def _download(url: str, dest: Path, max_bytes: int = MAX_DOWNLOAD) -> Path:
-    """Stream ``url`` to the new file ``dest`` (http/https only, size-capped)."""
+def _download(url: str, dest: Path, *, max_bytes: int = MAX_DOWNLOAD, deadline: float | None = None) -> int:
+    """Stream ``url`` to the new file ``dest`` (http/https only, size-capped, before ``deadline``); its size.
+
+    ``deadline`` is a :func:`time.monotonic` time, by default :data:`DOWNLOAD_DEADLINE` seconds from now.
+    """
     import httpx
 
     if urlparse(url).scheme not in ("http", "https"):
         raise InputError(url, "only http and https URLs can be downloaded")
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE if deadline is None else deadline
     size = 0
     try:
         with httpx.stream("GET", url, follow_redirects=True, timeout=HTTP_TIMEOUT) as response:
@@ -297,44 +334,32 @@ def _download(url: str, dest: Path, max_bytes: int = MAX_DOWNLOAD) -> Path:
                     size += len(chunk)
                     if size > max_bytes:
                         raise InputError(url, f"download refused: larger than {max_bytes} bytes")
+                    if time.monotonic() > deadline:
+                        raise InputError(url, f"download refused: not finished within the deadline "
+                                              f"({DOWNLOAD_DEADLINE:g} s for one load)")
                     f.write(chunk)
     except httpx.HTTPError as err:
         raise InputError(url, f"download failed ({err.__class__.__name__}: {err})") from None
-    return dest
+    return size
 
 
-def _mirror_remote(rdf_text: str, base_url: str, target: Path, label: str) -> Path:
+def _mirror_remote(rdf_text: str | bytes, base_url: str, target: Path, label: str,
+                   deadline: float | None = None) -> Path:
     """Write the rdf and download every file it lists (relative to ``base_url``) into ``target``."""
-    try:
-        rdf = yaml.safe_load(rdf_text)
-    except yaml.YAMLError as err:
-        raise InputError(label, f"the rdf is not readable YAML ({err.__class__.__name__})") from None
-    if not isinstance(rdf, dict):
-        raise InputError(label, "the rdf is not a mapping")
+    files = package_files(parse_rdf(rdf_text, label), label)
+    if len(files) > MAX_ENTRIES:
+        raise InputError(label, f"refused: the rdf lists {len(files)} files (more than {MAX_ENTRIES})")
     target.mkdir(parents=True)
-    (target / "rdf.yaml").write_text(rdf_text, encoding="utf-8")
+    (target / "rdf.yaml").write_bytes(rdf_text.encode("utf-8") if isinstance(rdf_text, str) else rdf_text)
     base = base_url if base_url.endswith("/") else base_url + "/"
-    for where, ref in _file_refs(rdf):
-        rel = _relative_source(ref["source"], where, label)
-        dest = target / rel
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE if deadline is None else deadline
+    budget = MAX_DOWNLOAD
+    for rel in sorted(files):
+        dest = target.joinpath(*rel.parts)
         if dest.exists():
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _download(urljoin(base, str(rel)), dest)
-    return target
-
-
-def _unpack_zip_object(zf: zipfile.ZipFile, target: Path, label: str) -> Path:
-    """Unpack an already opened zip (a package bioimageio.spec fetched) with the same checks as files."""
-    target.mkdir(parents=True)
-    for info in zf.infolist():
-        member = _safe_member(info, Path(label))
-        if member is None:
-            continue
-        dest = target / member
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with zf.open(info) as src, open(dest, "xb") as dst:
-            shutil.copyfileobj(src, dst)
+        budget -= _download(urljoin(base, str(rel)), dest, max_bytes=budget, deadline=deadline)
     return target
 
 
@@ -349,7 +374,7 @@ def _resolve_zoo_id(model_id: str, target: Path) -> Path:
                                    f"{str(err).splitlines()[0] if str(err) else ''})") from None
     root = opened.original_root
     if isinstance(root, zipfile.ZipFile):
-        return _unpack_zip_object(root, target, model_id)
+        return extract_package(root, target, model_id)
     if isinstance(root, Path):
         return root
     return _mirror_remote(opened.unparsed_content, str(root), target, model_id)
@@ -357,18 +382,54 @@ def _resolve_zoo_id(model_id: str, target: Path) -> Path:
 
 def _package_from_url(url: str, work: Path) -> Path:
     """Download a package zip (or an rdf.yaml with its files) from ``url``; return the unpacked folder."""
-    path = urlparse(url).path.lower()
-    if path.endswith((".yaml", ".yml")):
-        rdf_file = _download(url, work / "remote_rdf.yaml")
-        return _mirror_remote(rdf_file.read_text(encoding="utf-8"), url.rsplit("/", 1)[0], work / "package", url)
-    archive = _download(url, work / "package.zip")
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE
+    if urlparse(url).path.lower().endswith((".yaml", ".yml")):
+        rdf_file = work / "remote_rdf.yaml"
+        _download(url, rdf_file, max_bytes=MAX_RDF_BYTES, deadline=deadline)
+        return _mirror_remote(rdf_file.read_bytes(), url.rsplit("/", 1)[0], work / "package", url, deadline)
+    archive = work / "package.zip"
+    _download(url, archive, deadline=deadline)
     if not zipfile.is_zipfile(archive):
         raise InputError(url, "the download is not a zip file (expected a BioImage.IO package .zip)")
     return extract_zip(archive, work / "package")
 
 
+# ------------------------------------------------------------------------------------ temporary folders
+def remove_stale_workspaces() -> list[Path]:
+    """Remove this user's ``zaugnet-model-<pid>-*`` temporary folders whose process is gone (killed mid-load).
+
+    Returns
+    -------
+    list of Path
+        The folders removed.
+    """
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*"):
+        found = re.fullmatch(rf"{re.escape(WORK_PREFIX)}(\d+)-.+", path.name)
+        try:
+            ours = not path.is_symlink() and path.is_dir() and path.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if found and ours and int(found.group(1)) != os.getpid() and not process_alive(int(found.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextmanager
+def _workspace() -> Iterator[Path]:
+    """A new private temporary folder for one load, removed on every exit path (stale ones removed first)."""
+    remove_stale_workspaces()
+    path = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ the loader
 def looks_like_zoo_id(spec: str) -> bool:
-    """Whether ``spec`` reads as a model-zoo id (e.g. ``affable-shark``, ``affable-shark/1``) rather than a path."""
+    """Whether ``spec`` reads as a model-zoo id (``affable-shark``, ``affable-shark/1``) rather than a path."""
     return bool(_ZOO_ID.match(spec)) and not spec.lower().endswith((".zip", ".yaml", ".yml", *CHECKPOINT_SUFFIXES))
 
 
@@ -380,13 +441,15 @@ def load_interpolator(spec: str | Path, *, device: str = "cpu", **options: Any) 
     spec
         A training checkpoint (``.pt``), a package zip, a package folder (with ``rdf.yaml``) or its
         ``rdf.yaml``, an http(s) URL of a package zip (or rdf.yaml), or a model-zoo id (resolved with
-        bioimageio.spec). An existing path always wins over the other readings.
+        bioimageio.spec). An existing path always wins over the other readings; a missing one (anything
+        with a path separator, a file suffix or a leading ``.`` or ``~``) is refused without a network lookup.
     device
         Torch device (``cpu``, ``cuda``, ``cuda:N``); ONNX weights run on the CPU only.
     options
-        ``weight_format`` (``torchscript``, ``pytorch_state_dict`` or ``onnx``; packages only, default
-        the first present in that order); everything else goes to :class:`ModelInterpolator`
-        (``batch_size``, ``tile``, ``halo``, ``name``).
+        ``weight_format`` (one of :data:`WEIGHT_FORMATS`; packages only; default :data:`WEIGHT_PRIORITY`,
+        see the module docstring; ``"torchscript"`` runs the package's code); everything else goes to
+        :class:`ModelInterpolator` (``batch_size``, ``tile``, ``halo``, ``name``). ``weights_sha256`` is set
+        to the sha256 of the weights file used.
 
     Raises
     ------
@@ -395,33 +458,31 @@ def load_interpolator(spec: str | Path, *, device: str = "cpu", **options: Any) 
     """
     text = str(spec)
     weight_format = options.pop("weight_format", None)
+    if weight_format is not None and weight_format not in WEIGHT_FORMATS:
+        raise InputError("weight_format", f"choose from {', '.join(WEIGHT_FORMATS)}, got {weight_format!r}")
+    package = functools.partial(interpolator_from_package, device=device, weight_format=weight_format, **options)
     path = Path(text).expanduser()
     scheme = urlparse(text).scheme.lower()
     if scheme in ("http", "https"):
-        with tempfile.TemporaryDirectory(prefix="zaugnet-model-") as tmp:
-            folder = _package_from_url(text, Path(tmp))
-            return interpolator_from_package(folder, device=device, weight_format=weight_format, name=text,
-                                             **options)
+        with _workspace() as work:
+            return package(_package_from_url(text, work), name=text)
     if path.exists():
         if path.is_dir():
-            return interpolator_from_package(path, device=device, weight_format=weight_format, **options)
+            return package(path)
         if path.name in RDF_NAMES or path.suffix.lower() in (".yaml", ".yml"):
             if path.name not in RDF_NAMES:
                 raise InputError(path, f"a package description must be named {' or '.join(RDF_NAMES)}")
-            return interpolator_from_package(path.parent, device=device, weight_format=weight_format, **options)
+            return package(path.parent)
         if path.suffix.lower() in CHECKPOINT_SUFFIXES:
             if weight_format is not None:
                 raise InputError("weight_format", "applies to packages only, not to a training checkpoint")
-            return from_checkpoint(str(path), device=device, **options)
+            return from_checkpoint(str(path), device=device, **{**options, "weights_sha256": sha256_of(path)})
         if zipfile.is_zipfile(path):
-            with tempfile.TemporaryDirectory(prefix="zaugnet-model-") as tmp:
-                folder = extract_zip(path, Path(tmp) / "package")
-                return interpolator_from_package(folder, device=device, weight_format=weight_format,
-                                                 name=str(path), **options)
+            with _workspace() as work:
+                return package(extract_zip(path, work / "package"), name=str(path))
         raise InputError(path, "not a checkpoint (.pt) or a BioImage.IO package (.zip, folder, rdf.yaml)")
     if scheme or not looks_like_zoo_id(text):
-        raise InputError(text, "not found: give a checkpoint (.pt), a package (.zip or a folder with rdf.yaml), "
-                               "an http(s) URL or a model-zoo id")
-    with tempfile.TemporaryDirectory(prefix="zaugnet-model-") as tmp:
-        folder = _resolve_zoo_id(text, Path(tmp) / "package")
-        return interpolator_from_package(folder, device=device, weight_format=weight_format, name=text, **options)
+        raise InputError(text, "not found: no such file or model-zoo id (give a checkpoint (.pt), a package "
+                               "(.zip or a folder with rdf.yaml), an http(s) URL or a model-zoo id)")
+    with _workspace() as work:
+        return package(_resolve_zoo_id(text, work / "package"), name=text)

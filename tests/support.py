@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import yaml
 
 from zaugnet.training.config import Config, build_config
 
@@ -35,6 +41,25 @@ def tiny_config(variant: str = "zaugnet", **train: object) -> Config:
     """The tiny test network with optional ``train`` overrides."""
     return build_config(TINY, {"net": {"variant": variant}, "train": dict(train)})
 
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unpack(package: Path, target: Path) -> Path:
+    """A package zip unpacked (by zipfile itself) into ``target``."""
+    with zipfile.ZipFile(package) as zf:
+        zf.extractall(target)
+    return target
+
+
+def edit_rdf(folder: Path, edit: Callable[[dict[str, Any]], object]) -> None:
+    """Apply ``edit`` to the parsed ``folder/rdf.yaml`` and write it back."""
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    edit(rdf)
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
 
 
 def listing(folder: Path) -> list[str]:

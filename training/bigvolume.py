@@ -38,7 +38,17 @@ settings are the same (input, positions, method and weights, chunk and halo: ``m
 the markers and the saved min/max of the first pass, and computes only the blocks without a marker.
 Markers rather than chunk existence, because an all-zero chunk is never written (zarr skips chunks
 equal to the fill value) and because a block writes several chunks: a killed task leaves no marker and
-is simply redone. Two runs must not work on the same output at the same time.
+is simply redone. The input's fingerprint is the size and modification time of each of its files
+(the TIFF, or every metadata and chunk file of the zarr array), so data rewritten between runs is
+noticed without reading it; a model is identified by the sha256 of its weights file
+(``ModelInterpolator.weights_sha256``) or else of its ``state_dict``, and a run with a model that has
+neither is never resumed. ``restart=True`` (the CLI's ``--restart``) or ``overwrite=True`` discards an
+unfinished run.
+
+A run holds an exclusive lock (``flock``) on ``OUTPUT.lock`` from start to end, so a second run on the
+same output is refused instead of mixing its blocks in. The kernel drops the lock when the process
+dies: a file left by a killed run blocks nothing. Write errors (a full disk, a folder that cannot be
+written) are reported naming the output; after a full disk the partial store is kept for resume.
 
 Memory
 ------
@@ -66,6 +76,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -94,6 +105,11 @@ from .io import (READABLE_DTYPES, SUPPORTED_DTYPES, TIFF_SUFFIXES, Stack, VoxelS
 from .nets import SIZE_MULTIPLE
 from .predict import ModelInterpolator, ZPlan, _dyadic_depth, check_positions, to_dtype
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so runs are not locked
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "LargeInput",
     "create_ome_zarr",
@@ -116,7 +132,14 @@ _NGFF_UNITS = {"um": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": 
 STATS_BLOCK = 2048
 PARTIAL_SUFFIX = ".partial"
 WORK_DIR = ".zaugnet"
-_MANIFEST_VERSION = 1
+LOCK_SUFFIX = ".lock"
+_MANIFEST_VERSION = 2
+#: errno values of a write that failed for want of space (EFBIG: over the file size limit).
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_RESTART_HINT = "pass --restart to discard the partial output and start again"
+#: Manifest entries as the resume-conflict message names them.
+_SETTING_NAMES = {"input_fingerprint": "input data", "method": "method or model weights",
+                  "positions_sha256": "positions"}
 
 
 # ================================================================================== OME-Zarr
@@ -434,7 +457,11 @@ def _replace_dir(src: Path, dst: Path) -> None:
     if dst.exists() or dst.is_symlink():
         trash = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.old")
         os.replace(dst, trash)
-        os.replace(src, dst)
+        try:
+            os.replace(src, dst)
+        except OSError:  # put the old one back: never leave dst missing
+            os.replace(trash, dst)
+            raise
         shutil.rmtree(trash, ignore_errors=True) if trash.is_dir() else trash.unlink()
     else:
         os.replace(src, dst)
@@ -717,25 +744,107 @@ def _torch_threads(model: ModelInterpolator | None, executor: _Executor) -> Iter
 
 # ================================================================================== predict_large
 def _model_digest(model: ModelInterpolator) -> dict[str, Any]:
-    network = model.network
-    digest = hashlib.sha256()
-    state = getattr(network, "state_dict", None)
-    if callable(state):
+    """What identifies ``model`` for resume; its ``weights_sha256`` is ``""`` when nothing identifies the weights.
+
+    The weights are identified by ``model.weights_sha256`` (the weights file's hash) when set, else by the
+    bytes of the network's ``state_dict``.
+    """
+    weights = model.weights_sha256
+    state = getattr(model.network, "state_dict", None)
+    if not weights and callable(state):
+        digest = hashlib.sha256()
         for name, tensor in state().items():
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    else:
-        digest.update(type(network).__qualname__.encode())
+        weights = digest.hexdigest()
     return {"variant": model.variant, "name": model.name, "normalization": model.normalization,
-            "percentiles": list(model.percentiles), "weights_sha256": digest.hexdigest()}
+            "percentiles": list(model.percentiles), "weights_sha256": weights}
 
 
 def _input_fingerprint(info: LargeInput) -> dict[str, Any]:
-    if info.kind == "tiff":
-        stat = info.path.stat()
-        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    meta = [p for p in (info.array_path / ".zarray", info.array_path / "zarr.json") if p.exists()]
-    return {"array_metadata_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in meta)).hexdigest()}
+    """Hash of the name, size and modification time of every file of the input array.
+
+    The TIFF file, or every metadata and chunk file of the zarr array: data rewritten between two runs
+    changes it. It costs one ``stat`` per file and reads no data; folders are listed one at a time, so
+    memory does not grow with the volume.
+    """
+    root = info.array_path
+    tree: Iterable[tuple[str, list[str], list[str]]] = (
+        [(str(root.parent), [], [root.name])] if root.is_file() else os.walk(root))
+    digest, count = hashlib.sha256(), 0
+    for folder, dirs, names in tree:
+        dirs.sort()  # a fixed order
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            stat = os.stat(path)
+            digest.update(f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            count += 1
+    return {"files": count, "stat_sha256": digest.hexdigest()}
+
+
+@contextlib.contextmanager
+def _exclusive(output: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``OUTPUT.lock`` (the kernel drops it if the process dies); removed at the end.
+
+    Raises
+    ------
+    InputError
+        Naming ``output`` when another run holds the lock.
+    """
+    lock = output.with_name(output.name + LOCK_SUFFIX)
+    fd = _acquire(lock, output) if fcntl is not None else None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            lock.unlink(missing_ok=True)
+            os.close(fd)
+
+
+def _acquire(lock: Path, output: Path) -> int | None:
+    """A descriptor of ``lock`` holding its exclusive flock; None (and a warning) where the file system has no locks."""
+    if not lock.parent.exists():  # (a file in the way fails below, with "Not a directory")
+        lock.parent.mkdir(parents=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if isinstance(exc, BlockingIOError):
+                raise InputError(output, f"another zaugnet run is writing it (it holds {lock}); wait for that run "
+                                         "to finish, or stop it and run again") from None
+            if exc.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+            warnings.warn(f"{lock}: this file system cannot lock files ({exc.strerror}); make sure no other run "
+                          f"writes {output} at the same time", stacklevel=5)
+            return None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the previous holder removed the file as we opened it: lock the new one
+
+
+@contextlib.contextmanager
+def _output_errors(output: Path, partial: Path, input_path: Path) -> Iterator[None]:
+    """Turn an ``OSError`` while making ``output`` into an :class:`InputError` naming it.
+
+    A full disk (ENOSPC, EDQUOT, EFBIG) says that ``partial`` is kept for resume. Errors on the input's
+    own files pass unchanged.
+    """
+    try:
+        yield
+    except OSError as exc:
+        name = exc.filename
+        if isinstance(name, (str, bytes)) and Path(os.fsdecode(name)).resolve().is_relative_to(input_path.resolve()):
+            raise
+        if exc.errno in _NO_SPACE:
+            kept = (f"; the unfinished output {partial} is kept: free some space and run the same command again "
+                    "to resume" if (partial / WORK_DIR / "manifest.json").exists() else "; free some space")
+            raise InputError(output, f"no space left on device ({exc.strerror}){kept}") from exc
+        raise InputError(output, f"cannot write {name or output} ({exc.strerror})") from exc
 
 
 def _passes_positions(positions: np.ndarray, n: int, model: ModelInterpolator | None) -> list[np.ndarray]:
@@ -771,7 +880,7 @@ def _gaps(positions: np.ndarray, n_src: int) -> list[_Gap]:
 def predict_large(input: str | Path, output: str | Path, plan: ZPlan, method: str | ModelInterpolator, *,
                   chunk_yx: int = 512, halo: int | None = None, scheduler: str = "threads", client: Any = None,
                   num_workers: int | None = None, progress: bool = True, resume: bool = True,
-                  overwrite: bool = False, axes: str | None = None) -> Path:
+                  restart: bool = False, overwrite: bool = False, axes: str | None = None) -> Path:
     """Z-augment a volume larger than memory block by block: OME-Zarr or TIFF in, OME-Zarr (NGFF 0.4) out.
 
     Parameters
@@ -799,10 +908,12 @@ def predict_large(input: str | Path, output: str | Path, plan: ZPlan, method: st
     progress
         Show progress bars (tqdm) and say how much of an interrupted run is reused.
     resume
-        Continue an interrupted run found in ``OUTPUT.partial`` (same settings required); with False it
-        is discarded and the run starts over.
+        Continue an interrupted run found in ``OUTPUT.partial`` (same input data, settings and model
+        weights required); False is the same as ``restart=True``.
+    restart
+        Discard an interrupted run found in ``OUTPUT.partial`` and start over (the CLI's ``--restart``).
     overwrite
-        Replace an existing ``output`` (only once the new one is complete).
+        Replace an existing ``output`` (only once the new one is complete); discards ``OUTPUT.partial`` too.
     axes
         Axes of a TIFF without axis metadata (e.g. ``TZYX``).
 
@@ -816,7 +927,9 @@ def predict_large(input: str | Path, output: str | Path, plan: ZPlan, method: st
     InputError
         Naming the file or option: a bad input (see :func:`open_large`), an output that exists or is not
         ``.zarr``, bad positions, chunk or halo, an unknown method or scheduler, a midpoint-only model
-        asked for non-dyadic positions, an unfinished run with other settings, NaN/inf in the input.
+        asked for non-dyadic positions, an unfinished run with other settings or input data (or made with
+        a model that nothing identifies), NaN/inf in the input, another run writing ``output``, a full
+        disk or an output that cannot be written.
     """
     info = open_large(input, axes)
     output = Path(output)
@@ -824,8 +937,6 @@ def predict_large(input: str | Path, output: str | Path, plan: ZPlan, method: st
         raise InputError(output, "out-of-core output is an OME-Zarr store; name it *.zarr (e.g. out.ome.zarr)")
     if output.resolve() == info.path.resolve():
         raise InputError(output, "is the input; choose another output (inputs are never overwritten)")
-    if output.exists() and not overwrite:
-        raise InputError(output, "exists; pass --overwrite to replace it")
     if not isinstance(chunk_yx, int) or chunk_yx <= 0 or chunk_yx % SIZE_MULTIPLE:
         raise InputError("--tile", f"must be a positive multiple of {SIZE_MULTIPLE}, got {chunk_yx}")
     model = method if isinstance(method, ModelInterpolator) else None
@@ -859,66 +970,85 @@ def predict_large(input: str | Path, output: str | Path, plan: ZPlan, method: st
     }
     partial = output.with_name(output.name + PARTIAL_SUFFIX)
     work = partial / WORK_DIR
-    resumed = _prepare_partial(partial, work, manifest, resume)
-    if not resumed:
-        _create_output(partial, work, info, out_axes, out_dtype, positions, plan, chunk_yx, manifest, model, method)
+    with _output_errors(output, partial, info.path), _exclusive(output):
+        if output.exists() and not overwrite:
+            raise InputError(output, "exists; pass --overwrite to replace it")
+        resumed = _prepare_partial(partial, work, manifest, fresh=restart or overwrite or not resume)
+        if not resumed:
+            _create_output(partial, work, info, out_axes, out_dtype, positions, plan, chunk_yx, manifest, model,
+                           method)
 
-    token = uuid.uuid4().hex
-    executor = _Executor(scheduler, client, num_workers)
-    src = _Array("zarr" if info.kind == "ome-zarr" else "tiff", str(info.array_path), info.axes, token,
-                 info.tiff_axes)
-    n_src = info.n_z
-    shared_model = None
-    inner = None
-    if model is not None:  # whole-pair normalisation is done by the tasks; the network sees one block untiled
-        big = -(-(chunk_yx + 2 * halo + SIZE_MULTIPLE) // SIZE_MULTIPLE) * SIZE_MULTIPLE
-        inner = dataclasses.replace(model, normalization="none", tile=big, halo=0)
-    try:
-        with _torch_threads(model, executor):
-            for number, pos in enumerate(pass_positions, start=1):
-                last = number == len(pass_positions)
-                dst_path = partial / "0" if last else work / f"pass{number}.zarr"
-                dst = _Array("zarr", str(dst_path), out_axes, token, writable=True)
-                if not last and not dst_path.exists():
-                    shape = [len(pos) if a == "Z" else info.size(a) for a in out_axes]
-                    _create_array(dst_path, shape, np.float32, _default_chunks(out_axes, shape, chunk_yx), fast=True)
-                job = _Pass(number, src, dst, n_src, (h, w), chunk_yx, halo,
-                            "model" if model is not None else str(method),
-                            None if not last else out_dtype.name, str(work / "done" / f"p{number}"))
-                if shared_model is None and inner is not None:
-                    shared_model = executor.share(inner)
-                _run_pass(job, pos, len(pass_positions), n_t, n_c, model, shared_model, executor, work, info.path,
-                          progress)
-                if number > 1:  # the previous intermediate is no longer needed
-                    shutil.rmtree(work / f"pass{number - 1}.zarr", ignore_errors=True)
-                src, n_src = dst, len(pos)
-    except InputError:  # a bad input (NaN / inf found by the first pass): nothing worth resuming
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    finally:
-        _forget(token)
-    _finish(partial, work, output, resumed)
+        token = uuid.uuid4().hex
+        executor = _Executor(scheduler, client, num_workers)
+        src = _Array("zarr" if info.kind == "ome-zarr" else "tiff", str(info.array_path), info.axes, token,
+                     info.tiff_axes)
+        n_src = info.n_z
+        shared_model = None
+        inner = None
+        if model is not None:  # whole-pair normalisation is done by the tasks; the network sees one block untiled
+            big = -(-(chunk_yx + 2 * halo + SIZE_MULTIPLE) // SIZE_MULTIPLE) * SIZE_MULTIPLE
+            inner = dataclasses.replace(model, normalization="none", tile=big, halo=0)
+        try:
+            with _torch_threads(model, executor):
+                for number, pos in enumerate(pass_positions, start=1):
+                    last = number == len(pass_positions)
+                    dst_path = partial / "0" if last else work / f"pass{number}.zarr"
+                    dst = _Array("zarr", str(dst_path), out_axes, token, writable=True)
+                    if not last and not dst_path.exists():
+                        shape = [len(pos) if a == "Z" else info.size(a) for a in out_axes]
+                        chunks = _default_chunks(out_axes, shape, chunk_yx)
+                        _create_array(dst_path, shape, np.float32, chunks, fast=True)
+                    job = _Pass(number, src, dst, n_src, (h, w), chunk_yx, halo,
+                                "model" if model is not None else str(method),
+                                None if not last else out_dtype.name, str(work / "done" / f"p{number}"))
+                    if shared_model is None and inner is not None:
+                        shared_model = executor.share(inner)
+                    _run_pass(job, pos, len(pass_positions), n_t, n_c, model, shared_model, executor, work, info.path,
+                              progress)
+                    if number > 1:  # the previous intermediate is no longer needed
+                        shutil.rmtree(work / f"pass{number - 1}.zarr", ignore_errors=True)
+                    src, n_src = dst, len(pos)
+        except InputError:  # a bad input (NaN / inf found by the first pass): nothing worth resuming
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        finally:
+            _forget(token)
+        _finish(partial, work, output, resumed)
     return output
 
 
-def _prepare_partial(partial: Path, work: Path, manifest: dict[str, Any], resume: bool) -> bool:
-    """True if an unfinished run in ``partial`` is continued; removes it when it must start over."""
+def _prepare_partial(partial: Path, work: Path, manifest: dict[str, Any], fresh: bool) -> bool:
+    """True if the unfinished run in ``partial`` is continued; removes it when the run starts over.
+
+    Raises
+    ------
+    InputError
+        Unless ``fresh``: when it was made with other settings or input data, or with a model that
+        nothing identifies (it might have been another one).
+    """
     if not partial.exists():
         return False
-    saved = work / "manifest.json"
-    if resume and saved.exists():
-        try:
-            previous = json.loads(saved.read_text())
-        except (OSError, ValueError):
-            previous = None
-        if previous == json.loads(json.dumps(manifest)):
+    previous = None if fresh else _read_manifest(work / "manifest.json")
+    if previous is not None:
+        current = json.loads(json.dumps(manifest))
+        changed = [_SETTING_NAMES.get(k, k) for k in sorted(current) if previous.get(k) != current[k]]
+        unknown_model = isinstance(current["method"], dict) and not current["method"]["weights_sha256"]
+        if not changed and not unknown_model:
             return True
-        if previous is not None:
-            changed = sorted(k for k in manifest if previous.get(k) != json.loads(json.dumps(manifest[k])))
-            raise InputError(partial, f"holds an unfinished run with other settings ({', '.join(changed)}); "
-                                      "delete it, or start over (resume=False)")
-    shutil.rmtree(partial)  # no manifest: its creation was interrupted
+        reason = (f"other settings ({', '.join(changed)})" if changed else
+                  "a model that nothing identifies (no weights_sha256 and no state_dict), so it may not be this one")
+        raise InputError(partial, f"holds an unfinished run with {reason}; {_RESTART_HINT}")
+    shutil.rmtree(partial)  # asked to, or no manifest: its creation was interrupted
     return False
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    """The saved manifest, or None when there is none (or it cannot be read)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
 
 
 def _create_output(partial: Path, work: Path, info: LargeInput, out_axes: str, out_dtype: np.dtype,

@@ -29,6 +29,9 @@ class _Strict(BaseModel):
 class NetConfig(_Strict):
     """Network widths. ``paper`` matches the published model (10.69 M generator incl. teacher, 11.19 M critic).
 
+    Widths are bounded by 512 and the trunk depth by 32 (the paper's are 240 and 8), so a config from
+    elsewhere (a checkpoint's, a package's architecture kwargs) cannot ask for an unbounded network.
+
     ``zaugnet-c`` (the context variant) sees ``context_slices`` slices around each gap plus the DPM;
     its output is the 4-point cubic interpolation of the inner slices plus a learned correction
     (a ``head_width`` convolutional head over the slices, the cubic estimate and the prediction of
@@ -36,14 +39,14 @@ class NetConfig(_Strict):
     """
 
     variant: Variant = "zaugnet"
-    block_widths: tuple[int, int, int] = (240, 150, 90)
-    teacher_width: int = Field(90, ge=2)
-    trunk_depth: int = Field(8, ge=1)
-    context_width: int = Field(16, ge=1)
-    unet_width: int = Field(16, ge=1)
-    critic_width: int = Field(32, ge=1)
+    block_widths: tuple[int, int, int] = Field((240, 150, 90), description="even, in [2, 512]")
+    teacher_width: int = Field(90, ge=2, le=512)
+    trunk_depth: int = Field(8, ge=1, le=32)
+    context_width: int = Field(16, ge=1, le=512)
+    unet_width: int = Field(16, ge=1, le=512)
+    critic_width: int = Field(32, ge=1, le=512)
     context_slices: int = Field(4, ge=4, le=8, description="zaugnet-c: input slices per gap (even)")
-    head_width: int = Field(16, ge=1, description="zaugnet-c: width of the correction head")
+    head_width: int = Field(16, ge=1, le=512, description="zaugnet-c: width of the correction head")
 
     @property
     def with_dpm(self) -> bool:
@@ -57,8 +60,8 @@ class NetConfig(_Strict):
 
     @model_validator(mode="after")
     def _even_widths(self) -> NetConfig:
-        if any(w < 2 or w % 2 for w in (*self.block_widths, self.teacher_width)):
-            raise ValueError("block_widths and teacher_width must be even numbers >= 2")
+        if any(not 2 <= w <= 512 or w % 2 for w in (*self.block_widths, self.teacher_width)):
+            raise ValueError("block_widths and teacher_width must be even numbers in [2, 512]")
         if self.context_slices % 2:
             raise ValueError("context_slices must be even (as many slices above the gap as below)")
         return self

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,13 +21,14 @@ from xml.etree import ElementTree
 import numpy as np
 import tifffile
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_error
 from .errors import InputError
 
 __all__ = [
     "SUPPORTED_DTYPES",
     "Stack",
     "VoxelSize",
+    "available_memory",
     "find_stacks",
     "iter_volumes",
     "read_stack",
@@ -40,6 +43,9 @@ OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 
 # Errors tifffile (and the codecs under it) raise on files that are not TIFF or are damaged.
 _READ_ERRORS = (OSError, ValueError, struct.error, EOFError, IndexError, KeyError, RuntimeError)
+_UNKNOWN_MEMORY = 2**63 - 1  # what available_memory says where the system does not tell
+# What tifffile logs about a damaged file it would otherwise read anyway (misshapen, or with zeros for what is missing).
+_DAMAGE_LOGGED = ("failed to reshape", "invalid page offset", "Missing data are zeroed")
 
 _UNIT_ALIASES = {
     "micron": "um",
@@ -108,7 +114,8 @@ def read_stack(path: str | Path, axes: str | None = None, *, mmap: bool = False,
     ------
     InputError
         If the file is missing, unreadable, not a z-stack of at least 3 slices, of an
-        unsupported dtype, or holds NaN or infinite values.
+        unsupported dtype, holds NaN or infinite values, or (read into memory) claims more
+        memory than is available (checked before any pixel is decoded).
     """
     path = Path(path)
     if not path.exists():
@@ -120,8 +127,10 @@ def read_stack(path: str | Path, axes: str | None = None, *, mmap: bool = False,
             if not tif.series:
                 raise InputError(path, "not a readable TIFF file (it contains no images)")
             series = tif.series[0]
-            if any("failed to reshape" in msg or "invalid page offset" in msg for msg in log):
-                raise InputError(path, f"not a readable TIFF file (truncated or corrupted: {log[0]})")
+            damage = [msg for msg in log if any(sign in msg for sign in _DAMAGE_LOGGED)]
+            if damage:  # without tifffile's "<TiffFile 'name'> " and "Missing data are zeroed" (they are not)
+                reason = re.sub(r"^<[^>]*> |\. Missing data are zeroed$", "", damage[0])
+                raise InputError(path, f"not a readable TIFF file (truncated or corrupted: {reason})")
             _check_complete(path, tif, series)
             _check_dtype(path, series.dtype, READABLE_DTYPES)
             file_axes = _file_axes(path, series.axes, series.shape, axes)
@@ -173,7 +182,9 @@ def write_stack(
     Raises
     ------
     InputError
-        If the name, axes or dtype cannot be written, or the file exists and `overwrite` is False.
+        If the name, axes or dtype cannot be written, the file exists and `overwrite` is False,
+        or the file system refuses it (full, read-only, no permission, a file where a folder
+        should be). No partial or temporary file is left.
     """
     path = Path(path)
     data, axes, voxel_size = unpack_stack(path, stack_or_data, axes, voxel_size)
@@ -194,8 +205,14 @@ def write_stack(
         options = _ome_options(canon, voxel_size)
     else:
         options = _imagej_options(canon, voxel_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, data, options)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, data, options)
+    except OSError as exc:
+        error = write_error(path, exc)
+        if error is None:
+            raise
+        raise error from exc
     return path
 
 
@@ -353,8 +370,97 @@ def _load(path: Path, series: tifffile.TiffPageSeries, mmap: bool) -> np.ndarray
         else:
             if data.shape == tuple(series.shape) and data.dtype.isnative:
                 return data
+    _check_memory(path, series)
     data = series.asarray()
     return data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
+
+
+def _check_memory(path: Path, series: tifffile.TiffPageSeries) -> None:
+    """Refuse a series whose decoding needs more memory than is available, before decoding it.
+
+    What it needs comes from the file's claims, not its size (a few KB of compressed tiles can
+    claim many GB): the array plus one decoded tile or strip per decoding thread (a tile may claim
+    far more than the image).
+    """
+    available = available_memory()
+    page = series.keyframe
+    chunk = math.prod(page.chunks) * page.dtype.itemsize
+    threads = max(1, min(tifffile.TIFF.MAXWORKERS, len(series) * math.prod(page.chunked)))
+    needed = series.nbytes + chunk * threads
+    if needed > available:
+        raise InputError(
+            path,
+            f"claims {needed / 1e9:.1f} GB of pixels, more than the {available / 1e9:.1f} GB of memory "
+            "available; for stacks larger than memory predict out of core to an OME-Zarr output (ending "
+            "in .zarr) from an uncompressed TIFF or OME-Zarr input",
+        )
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: free RAM and swap, within its cgroup limits and RLIMIT_AS.
+
+    Where the system tells none of these, a number larger than any file can claim.
+    """
+    limits = []
+    meminfo = dict(line.split(":", 1) for line in _read_text("/proc/meminfo").splitlines() if ":" in line)
+    if "MemAvailable" in meminfo:
+        limits.append(sum(int(meminfo.get(key, "0 kB").split()[0]) * 1024 for key in ("MemAvailable", "SwapFree")))
+    else:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):  # not on this system
+            pass
+    limits.extend(_cgroup_free())
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            statm = _read_text("/proc/self/statm").split()
+            in_use = int(statm[0]) * os.sysconf("SC_PAGE_SIZE") if statm else 0
+            limits.append(soft - in_use)
+    except (ImportError, ValueError, OSError):
+        pass
+    return max(0, min(limits)) if limits else _UNKNOWN_MEMORY
+
+
+# cgroup v2 and v1: where they are mounted, and the files of a cgroup's limit, usage and file cache (in memory.stat)
+_CGROUPS = {
+    "": ("/sys/fs/cgroup", "memory.max", "memory.current", "file"),
+    "memory": ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_cache"),
+}
+
+
+def _cgroup_free() -> list[int]:
+    """Bytes left under the memory limits of this process's cgroups (v1 or v2, and the folders above).
+
+    What a cgroup uses counts its file cache, which is given back on demand: that is left out.
+    """
+    free = []
+    for entry in _read_text("/proc/self/cgroup").splitlines():
+        _, controllers, folder = entry.strip().split(":", 2)
+        kind = next((k for k in _CGROUPS if k == controllers or k in controllers.split(",")), None)
+        if kind is None:
+            continue
+        root, limit_file, usage_file, cache_key = _CGROUPS[kind]
+        start = Path(root) / folder.lstrip("/")
+        for level in (start, *start.parents):  # a cgroup namespace may hide the path: its root then applies
+            limit, used = _read_text(level / limit_file).strip(), _read_text(level / usage_file).strip()
+            if limit.isdigit() and used.isdigit():
+                stat = (line.split() for line in _read_text(level / "memory.stat").splitlines())
+                cache = next((int(f[1]) for f in stat if len(f) == 2 and f[0] == cache_key and f[1].isdigit()), 0)
+                free.append(int(limit) - int(used) + cache)
+            if level == Path(root):
+                break
+    return free
+
+
+def _read_text(path: str | Path) -> str:
+    """The text of a small system file, or "" if it cannot be read."""
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def _voxel_size(tif: tifffile.TiffFile) -> VoxelSize:

@@ -40,6 +40,14 @@ if TYPE_CHECKING:
 
 #: Dyadic depth tried when checking that midpoint passes can reach the requested positions.
 MAX_PASSES = 10
+#: Most output slices a plan may ask for (far beyond any real stack; a typo such as a spacing of 1e-7 is refused).
+MAX_OUTPUT_SLICES = 100_000
+
+
+def _check_count(n_out: int, option: str) -> None:
+    if n_out > MAX_OUTPUT_SLICES:
+        raise InputError(option, f"would make {n_out:,} output slices, more than the {MAX_OUTPUT_SLICES:,} "
+                                 "zaugnet writes; check the value")
 
 
 # ---------------------------------------------------------------------------------- positions
@@ -47,14 +55,17 @@ def plan_factor(n_slices: int, factor: int) -> np.ndarray:
     """Positions for an integer ``factor``: ``(n - 1) * factor + 1`` slices, originals at multiples of it."""
     if factor < 1:
         raise InputError("--factor", f"must be a positive integer, got {factor}")
+    _check_count((n_slices - 1) * factor + 1, "--factor")
     return np.arange((n_slices - 1) * factor + 1) / factor
 
 
 def plan_relative(n_slices: int, relative: Sequence[float]) -> np.ndarray:
     """Positions with new slices at the given relative positions (in (0, 1), increasing) in every gap."""
     rel = np.asarray(relative, dtype=np.float64)
-    if rel.size == 0 or np.any(rel <= 0) or np.any(rel >= 1) or np.any(np.diff(rel) <= 0):
+    if (rel.size == 0 or not np.all(np.isfinite(rel)) or np.any(rel <= 0) or np.any(rel >= 1)
+            or np.any(np.diff(rel) <= 0)):
         raise InputError("--z-positions", f"need increasing values strictly between 0 and 1, got {list(relative)}")
+    _check_count((n_slices - 1) * (rel.size + 1) + 1, "--z-positions")
     gaps = np.arange(n_slices - 1)[:, None] + np.concatenate([[0.0], rel])[None, :]
     return np.append(gaps.ravel(), n_slices - 1)
 
@@ -78,6 +89,7 @@ def plan_spacing(input_z: Sequence[float], target_spacing: float) -> np.ndarray:
         raise InputError("--target-spacing", f"{target_spacing} is not smaller than the input spacing "
                                              f"({gaps.max():g}); nothing to interpolate")
     n_out = int(np.floor((z[-1] - z[0]) / target_spacing + 1e-6)) + 1
+    _check_count(n_out, "--target-spacing")
     grid = z[0] + target_spacing * np.arange(n_out)
     pos = np.interp(grid, z, np.arange(len(z)))
     near = np.abs(pos - np.round(pos)) * np.interp(grid, z[:-1], gaps, right=gaps[-1]) < 1e-6 * target_spacing
@@ -132,6 +144,9 @@ class ModelInterpolator:
         passes the intensities as they are, for networks that normalise inside (exported packages).
     n_slices
         Input slices per gap: 2, or ZAugNet-C's K (slices at the gap's spacing, edge slices repeated).
+    weights_sha256
+        sha256 of the weights file the network was read from (a checkpoint, or the package's weights
+        entry); identifies the model, e.g. for resuming an OME-Zarr output. ``""`` when unknown.
     """
 
     network: nn.Module | Callable[[torch.Tensor], torch.Tensor]
@@ -144,6 +159,7 @@ class ModelInterpolator:
     percentiles: tuple[float, float] = (0.1, 99.9)
     name: str = ""
     n_slices: int = 2
+    weights_sha256: str = ""
 
     def __post_init__(self) -> None:
         if self.tile % SIZE_MULTIPLE or self.tile <= 0:
@@ -266,11 +282,32 @@ def interpolate_volume(volume: np.ndarray, positions: np.ndarray, method: str | 
     return out
 
 
-def _midpoint_passes(volume: np.ndarray, pos: np.ndarray, model: ModelInterpolator, progress: bool) -> np.ndarray:
+def midpoint_passes(positions: np.ndarray, model: ModelInterpolator, option: str = "positions") -> int:
+    """Midpoint passes a midpoint-only ``model`` needs for ``positions`` (0 for any other model).
+
+    Raises
+    ------
+    InputError
+        Naming ``option``, if the positions are not all reachable within :data:`MAX_PASSES` passes.
+    """
+    if not model.midpoint_only:
+        return 0
+    pos = np.asarray(positions, dtype=np.float64)
     k = _dyadic_depth(pos)
-    if k is None:
-        raise InputError("--model", f"{model.name} predicts only midpoints (z = 0.5), so it serves factors 2, 4, 8, "
-                                    "...; use a ZAugNet+ model (or --method cubic) for other factors or positions")
+    if k is not None:
+        return k
+    # every float is a dyadic fraction; a short denominator means a power-of-two factor that is just too deep
+    depth = max(int(float(f).as_integer_ratio()[1]).bit_length() - 1 for f in pos - np.floor(pos))
+    if depth <= 2 * MAX_PASSES:
+        raise InputError(option, f"{model.name} would need {depth} midpoint passes; at most {MAX_PASSES} are "
+                                 f"supported (factor {2**MAX_PASSES}); use a ZAugNet+ model or --method cubic")
+    raise InputError(option, f"{model.name} predicts only midpoints (z = 0.5), so it serves factors 2, 4, 8, ... "
+                             f"up to {2**MAX_PASSES}; use a ZAugNet+ or ZAugNet-C model (or --method cubic) "
+                             "for other factors or positions")
+
+
+def _midpoint_passes(volume: np.ndarray, pos: np.ndarray, model: ModelInterpolator, progress: bool) -> np.ndarray:
+    k = midpoint_passes(pos, model)
     current = np.asarray(volume, dtype=np.float32)
     total = sum((volume.shape[0] - 1) * 2**p for p in range(k))
     with tqdm(total=total, desc=f"{model.name} midpoints", unit="pair", disable=not progress, leave=False) as bar:
@@ -299,11 +336,13 @@ def to_dtype(slices: np.ndarray, dtype: np.dtype) -> np.ndarray:
 # ---------------------------------------------------------------------------------- stacks
 @dataclass(frozen=True)
 class ZPlan:
-    """Where the output slices go: ``positions`` (fractional input indices) and the output z spacing."""
+    """Where the output slices go: ``positions`` (fractional input indices), the output z spacing, and the
+    option that chose them (named in errors)."""
 
     positions: np.ndarray
     z_spacing: float | None
     note: str = ""
+    option: str = "--factor"
 
 
 def make_plan(n_slices: int, z_spacing: float | None, *, factor: int | None = None,
@@ -323,14 +362,14 @@ def make_plan(n_slices: int, z_spacing: float | None, *, factor: int | None = No
             input_z = np.arange(n_slices) * z_spacing
         elif len(input_z) != n_slices:
             raise InputError("--input-z", f"has {len(input_z)} z coordinates but the stack has {n_slices} slices")
-        return ZPlan(plan_spacing(input_z, target_spacing), target_spacing)
+        return ZPlan(plan_spacing(input_z, target_spacing), target_spacing, option="--target-spacing")
     if z_positions is not None:
         pos = plan_relative(n_slices, z_positions)
         rel = np.concatenate([[0.0], np.asarray(z_positions, float), [1.0]])
         uniform = np.allclose(np.diff(rel), 1 / (len(rel) - 1))
         spacing = z_spacing / (len(rel) - 1) if z_spacing else None
         note = "" if uniform else "non-uniform output spacing: the voxel depth written is the mean spacing"
-        return ZPlan(pos, spacing, note)
+        return ZPlan(pos, spacing, note, "--z-positions")
     factor = 2 if factor is None else factor
     if factor < 2:
         raise InputError("--factor", f"must be at least 2, got {factor}")

@@ -37,6 +37,7 @@ class SelfCheck:
     model_ssim: float
     cubic_ssim: float
     choice: str  # "model" or "cubic"
+    skipped: str = ""  # why nothing was checked (too few slices, constant volume)
 
     @property
     def margin(self) -> float:
@@ -46,8 +47,8 @@ class SelfCheck:
     def message(self) -> str:
         """One line for the user: the figures, the choice and why."""
         if self.n_held_out == 0:
-            return (f"self-check {self.volume}: too few slices to check {self.model} (need {MIN_SLICES}); "
-                    f"using cubic interpolation")
+            return (f"self-check {self.volume}: {self.skipped}, nothing to check {self.model} on; "
+                    "using cubic interpolation")
         chosen = self.model if self.choice == "model" else "cubic interpolation"
         why = "scores higher" if self.choice == "model" else "does not score higher than cubic"
         return (f"self-check {self.volume}: every other slice held out ({self.n_held_out}) and predicted at twice the "
@@ -67,8 +68,12 @@ def self_check(volume: np.ndarray, model: ModelInterpolator, name: str = "volume
     from .evaluate import evaluate_volume
 
     nan = float("nan")
-    if volume.shape[0] < MIN_SLICES or float(np.min(volume)) == float(np.max(volume)):
-        return SelfCheck(name, model.name, 0, nan, nan, nan, nan, "cubic")
+    if volume.shape[0] < MIN_SLICES:
+        skipped = f"{volume.shape[0]} slices, fewer than the {MIN_SLICES} the check needs"
+        return SelfCheck(name, model.name, 0, nan, nan, nan, nan, "cubic", skipped)
+    if float(np.min(volume)) == float(np.max(volume)):
+        skipped = f"the volume is constant (every voxel {float(np.min(volume)):g})"
+        return SelfCheck(name, model.name, 0, nan, nan, nan, nan, "cubic", skipped)
     ev = evaluate_volume(np.asarray(volume), {"model": model, "cubic": "cubic"}, 2, name=name, positions_check=())
     rows = {r["method"]: r for r in ev.rows if r["factor"] == 2 and r["position"] == "all"}
     m, c = rows["model"], rows["cubic"]

@@ -1,22 +1,73 @@
 """The ``zaugnet`` command line: one entry point, one subcommand per job.
 
 Bad input (files, options, configuration) ends with one ``zaugnet: error: ...`` line naming the
-file or field, exit status 2, and nothing written.
+file or field, exit status 2, and nothing written. The whole request (options, output names and
+folders) is checked before the model or the stack is read. SIGTERM (what job schedulers send) is
+handled like Ctrl-C: temporary files are removed and the exit status is 143 (130 for Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import shutil
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from zaugnet.training import __version__
 from zaugnet.training.errors import InputError
 
 EXIT_INPUT_ERROR = 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+#: Weight formats of a package ``--weight-format`` may choose (as ``zaugnet.export.load.WEIGHT_FORMATS``).
+WEIGHT_FORMATS = ("pytorch_state_dict", "onnx", "torchscript")
+TIFF_OUTPUTS = (".tif", ".tiff")
+FIGURE_SUFFIXES = (".png",)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``zaugnet: error: ...``, exit 2), like every other refusal."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT_ERROR, f"zaugnet: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _finite(text: str) -> float:
+    """An argparse type: a finite float (``nan`` and ``inf`` are refused where they are parsed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _check_output(path: Path, *, overwrite: bool, suffixes: Sequence[str] = (), folder: bool = False) -> None:
+    """Refuse an output before any work: wrong kind of name, exists, or a parent that cannot hold it.
+
+    Missing parent folders are created when the output is written.
+    """
+    name = path.name.lower()
+    if suffixes and not name.endswith(tuple(suffixes)):
+        raise InputError(path, f"unsupported output; the name must end with {' or '.join(suffixes)}")
+    if path.exists():
+        if not overwrite:
+            raise InputError(path, "exists; pass --overwrite to replace it")
+        if folder != path.is_dir() and not name.endswith(".zarr"):
+            raise InputError(path, "is a folder" if path.is_dir() else "is a file, not a folder")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(path, f"cannot be written: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot be written: no permission to write in {parent}")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
@@ -102,31 +153,66 @@ def _input_z(text: str | None) -> list[float] | None:
     if text is None:
         return None
     path = Path(text)
-    raw = path.read_text() if path.is_file() else text
     try:
-        return [float(v) for v in raw.replace(",", " ").split()]
-    except ValueError:
+        raw = path.read_text(encoding="utf-8") if path.is_file() else text
+        values = [float(v) for v in raw.replace(",", " ").split()]
+    except (ValueError, UnicodeDecodeError):
         raise InputError(text, "--input-z: expected numbers (one z coordinate per input slice)") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise InputError(text, "--input-z: expected finite numbers (one z coordinate per input slice)")
+    return values
+
+
+def _check_predict_request(args: argparse.Namespace, src: Path, out: Path, large: bool, method_name: str) -> None:
+    """Everything about a predict request that can be checked without reading the stack or the model."""
+    if not src.exists():
+        raise InputError(src, "no such file")
+    if out.resolve() == src.resolve():
+        raise InputError(out, "is the input file; choose another output (inputs are never overwritten)")
+    _check_output(out, overwrite=args.overwrite, suffixes=(*TIFF_OUTPUTS, ".zarr"))
+    if large and out.suffix != ".zarr":
+        raise InputError(out, "an OME-Zarr input is written as OME-Zarr: give an output ending in .zarr")
+    if method_name in ("linear", "cubic") and args.model is not None:
+        raise InputError("--model/--method", f"--method {method_name} uses no model; leave out --model")
+    if method_name in ("linear", "cubic") and args.weight_format:
+        raise InputError("--weight-format", f"--method {method_name} uses no model; leave out --weight-format")
+    if method_name == "auto" and large:
+        raise InputError("--method auto", "the self-check needs the whole stack in memory; give --method model "
+                                          "or --method cubic for OME-Zarr")
+    if args.restart and not large:
+        raise InputError("--restart", "applies to OME-Zarr (.zarr) outputs, which can be resumed")
+    if args.figure:
+        if large:
+            raise InputError("--figure", "is drawn for TIFF outputs only (the whole result in memory)")
+        figure = Path(args.figure)
+        if figure.resolve() in (src.resolve(), out.resolve()):
+            raise InputError(figure, "--figure must differ from the input and the output")
+        _check_output(figure, overwrite=args.overwrite, suffixes=FIGURE_SUFFIXES)
+    if method_name in ("model", "auto"):
+        _device(args.device)
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
     from zaugnet.training.io import read_stack, write_stack
-    from zaugnet.training.predict import augment_stack, make_plan
+    from zaugnet.training.predict import augment_stack, make_plan, midpoint_passes
 
     src, out = Path(args.input), Path(args.output)
-    if out.resolve() == src.resolve():
-        raise InputError(out, "is the input file; choose another output (inputs are never overwritten)")
-    if out.exists() and not args.overwrite:
-        raise InputError(out, "exists; pass --overwrite to replace it")
     large = out.suffix == ".zarr" or src.suffix == ".zarr"
     method_name = args.method or ("model" if large else "auto")
-    if method_name in ("linear", "cubic") and args.model is not None:
-        raise InputError("--model/--method", f"--method {method_name} uses no model; leave out --model")
-    if method_name == "auto" and large:
-        raise InputError("--method auto", "the self-check needs the whole stack in memory; give --method model "
-                                          "or --method cubic for OME-Zarr")
-    if args.figure and large:
-        raise InputError("--figure", "is drawn for TIFF outputs only (the whole result in memory)")
+    _check_predict_request(args, src, out, large, method_name)
+    method: Any = method_name
+    if method_name in ("model", "auto"):
+        from zaugnet.export.load import default_model
+
+        spec = args.model or default_model()
+        method = _load_model(spec, device=_device(args.device), batch_size=args.batch_size, tile=args.tile,
+                             halo=args.halo, weight_format=args.weight_format)
+        if not args.model:
+            print(f"model: {spec} (the shipped default; choose another with --model)", file=sys.stderr)
+        # a midpoint-only model and a factor it cannot serve: refused before the stack is read
+        probe = make_plan(2, None, factor=args.factor, z_positions=args.z_positions)
+        if args.target_spacing is None:
+            midpoint_passes(probe.positions, method, probe.option)
     if large:  # out of core: OME-Zarr (or a memory-mapped TIFF) in, OME-Zarr out, block by block with dask
         from zaugnet.training.bigvolume import open_large, predict_large
 
@@ -139,32 +225,62 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         n_z, z_spacing = stack.data.shape[stack.axes.index("Z")], stack.voxel_size.z
     plan = make_plan(n_z, z_spacing, factor=args.factor, z_positions=args.z_positions,
                      target_spacing=args.target_spacing, input_z=_input_z(args.input_z))
-    method: Any = method_name
-    if method_name in ("model", "auto"):
-        from zaugnet.export.load import default_model
-        from zaugnet.training.selfcheck import AutoMethod
-
-        spec = args.model or default_model()
-        method = _load_model(spec, device=_device(args.device), batch_size=args.batch_size, tile=args.tile,
-                             halo=args.halo)
-        if not args.model:
-            print(f"model: {spec} (the shipped default; choose another with --model)", file=sys.stderr)
+    if not isinstance(method, str):
+        midpoint_passes(plan.positions, method, plan.option)
         if method_name == "auto":
+            from zaugnet.training.selfcheck import AutoMethod
+
             method = AutoMethod(method)
     if large:
         predict_large(src, out, plan, method, chunk_yx=args.tile, halo=args.halo, num_workers=args.workers,
-                      progress=not args.quiet, overwrite=args.overwrite, axes=args.axes)
+                      progress=not args.quiet, overwrite=args.overwrite, restart=args.restart, axes=args.axes)
         dtype = "OME-Zarr"
     else:
+        _check_memory(stack, len(plan.positions), out)
         result = augment_stack(stack, plan, method, progress=not args.quiet)
-        write_stack(out, result, overwrite=args.overwrite)
+        with _committed_together(Path(args.figure) if args.figure else None) as figure:
+            if figure is not None:  # drawn first: a figure that fails leaves no output behind
+                _augmentation_figure(stack, result, method, figure)
+            write_stack(out, result, overwrite=args.overwrite)
         dtype = str(result.data.dtype)
         if args.figure:
-            _augmentation_figure(stack, result, method, Path(args.figure))
+            print(f"wrote {args.figure}")
     if plan.note:
         print(f"note: {plan.note}", file=sys.stderr)
     z = f", z voxel size {plan.z_spacing:g}" if plan.z_spacing else ""
     print(f"wrote {out}: {n_z} -> {len(plan.positions)} slices ({dtype}{z})")
+
+
+def _check_memory(stack: Any, n_out: int, out: Path) -> None:
+    """Refuse a TIFF output that cannot fit in memory (it is built whole before it is written)."""
+    from zaugnet.training.io import available_memory
+
+    z_axis = stack.axes.index("Z")
+    per_slice = stack.data.nbytes // max(1, stack.data.shape[z_axis])
+    # the output in its dtype, plus one volume's float32 slices while it is computed
+    need = n_out * per_slice + n_out * (per_slice // stack.data.itemsize) * 4 // max(1, _volumes(stack))
+    free = available_memory()
+    if need > free:
+        raise InputError(out, f"the result would take {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB of "
+                              "memory available; write an OME-Zarr output (-o OUT.zarr), which is built block by "
+                              "block")
+
+
+def _volumes(stack: Any) -> int:
+    """Time points x channels of a stack."""
+    return int(math.prod(n for axis, n in zip(stack.axes, stack.data.shape) if axis in "TC"))
+
+
+@contextlib.contextmanager
+def _committed_together(figure: Path | None) -> Iterator[Path | None]:
+    """A temporary path for ``figure``, renamed into place only if the whole block succeeds."""
+    if figure is None:
+        yield None
+        return
+    from zaugnet.training.atomic import atomic_path
+
+    with atomic_path(figure) as tmp:
+        yield tmp
 
 
 def _augmentation_figure(before: Any, after: Any, method: Any, path: Path) -> None:
@@ -183,31 +299,29 @@ def _augmentation_figure(before: Any, after: Any, method: Any, path: Path) -> No
     plot_z_augmentation(vol_in, vol_out, vs_in.z, vs_out.z, (vs_in.y, vs_in.x), path,
                         unit=vs_in.unit if vs_in.x else "px",
                         title=f"{name}: {len(vol_in)} -> {len(vol_out)} slices, {used}")
-    print(f"wrote {path}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from zaugnet.training.atomic import atomic_write_text
-    from zaugnet.training.evaluate import evaluate_stack, format_table, summarize, to_8bit, write_csv
-    from zaugnet.training.evaluation_figures import plot_orthogonal_views, plot_per_slice_psnr
     from zaugnet.training.io import find_stacks, read_stack
+    from zaugnet.training.selfcheck import AutoMethod
 
     out = Path(args.output)
+    _check_output(out, overwrite=True, folder=True)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError(out, "is not empty; pass --overwrite to write into it")
-    paths = find_stacks(args.stacks)
-    stacks = [read_stack(p, axes=args.axes) for p in paths]  # validate every input before any work
-    from zaugnet.training.selfcheck import JUDGEMENT_FIELDS, AutoMethod, judge_self_checks
-
     if "auto" in args.methods and not args.model:
         raise InputError("--methods auto", "needs a model to check (--model)")
+    if args.weight_format and not args.model:
+        raise InputError("--weight-format", "applies to --model; no model given")
+    if args.model:
+        _device(args.device)
+    paths = find_stacks(args.stacks)
+    stacks = [read_stack(p, axes=args.axes) for p in paths]  # validate every input before any work
     methods: dict[str, object] = {m: m for m in args.methods if m != "auto"}
     device = _device(args.device)
     autos: list[AutoMethod] = []
     for spec in args.model or []:
-        model = _load_model(spec, device=device)
+        model = _load_model(spec, device=device, weight_format=args.weight_format)
         name = model.name if model.name not in methods else f"{model.name}:{Path(spec).parent.name}"
         model.name = name
         methods[name] = model
@@ -219,6 +333,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         from zaugnet.training.fid import InceptionFeatures
 
         extractor = InceptionFeatures(args.fid_weights, device=device)
+    with _staged_folder(out) as stage:
+        text = _evaluate_into(stage, args, stacks, methods, autos, extractor)
+    print(text)
+    print(f"\nwrote {out / 'metrics.csv'} and figures in {out}")
+
+
+def _evaluate_into(out: Path, args: argparse.Namespace, stacks: list, methods: dict[str, object], autos: list,
+                   extractor: Any) -> str:
+    """Score ``methods`` on ``stacks``; write metrics and figures into the folder ``out``; return the table."""
+    import numpy as np
+
+    from zaugnet.training.atomic import atomic_write_text
+    from zaugnet.training.evaluate import evaluate_stack, format_table, summarize, to_8bit, write_csv
+    from zaugnet.training.evaluation_figures import plot_orthogonal_views, plot_per_slice_psnr
+    from zaugnet.training.selfcheck import JUDGEMENT_FIELDS, judge_self_checks
+
     rows, real8, fake8 = [], [], {m: [] for m in methods}
     checks: list[dict] = []
     for stack in stacks:
@@ -257,8 +387,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                  f"{len(checks)} cases")
         text += "".join(f"\n  {c['stack']} x{c['factor']}: chose {c['choice']} ({c['check_margin_db']:+.2f} dB on "
                         f"its check), true margin {c['true_margin_db']:+.2f} dB" for c in checks)
-    print(text)
-    print(f"\nwrote {out / 'metrics.csv'} and figures in {out}")
+    return text
+
+
+@contextlib.contextmanager
+def _staged_folder(out: Path) -> Iterator[Path]:
+    """A hidden temporary folder beside ``out``; its files move into ``out`` only if the block succeeds."""
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.zaugnet-tmp-{os.getpid()}-", dir=out.parent) as tmp:
+        yield Path(tmp)
+        out.mkdir(exist_ok=True)
+        for item in sorted(Path(tmp).iterdir()):
+            os.replace(item, out / item.name)
 
 
 def _quiet_bioimageio() -> None:
@@ -284,6 +426,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from zaugnet.training.io import iter_volumes, read_stack
 
     sample = None
+    if args.sample and not Path(args.sample).is_file():
+        raise InputError(args.sample, "no such file")
     if args.sample:
         _, sample = next(iter_volumes(read_stack(args.sample, axes=args.axes)))
     documentation = None
@@ -292,6 +436,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
             documentation = Path(args.documentation).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise InputError(args.documentation, f"cannot read it as text ({err.__class__.__name__})") from None
+    if not Path(args.checkpoint).is_file():
+        raise InputError(args.checkpoint, "checkpoint not found")
+    _check_output(Path(args.output), overwrite=args.overwrite, folder=not args.output.lower().endswith(".zip"))
     _quiet_bioimageio()
     path = export_model(args.checkpoint, args.output, sample=sample, name=args.name, documentation=documentation,
                         figures=args.figure or (), overwrite=args.overwrite)
@@ -299,8 +446,13 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _device(spec: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N, checked against what this machine has."""
+    import re
+
     import torch
 
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):
+        raise InputError("--device", f"unknown device {spec!r}; choose auto, cpu, cuda or cuda:N")
     if spec == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda") and not torch.cuda.is_available():
@@ -310,7 +462,7 @@ def _device(spec: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``zaugnet`` and its subcommands."""
-    parser = argparse.ArgumentParser(prog="zaugnet", description="Self-supervised z-slice augmentation of 3D "
+    parser = _Parser(prog="zaugnet", description="Self-supervised z-slice augmentation of 3D "
                                      "microscopy stacks (ZAugNet, ZAugNet+, ZAugNet-C).")
     parser.add_argument("--version", action="version", version=f"zaugnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -352,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("input", help="TIFF / OME-TIFF stack (3D, 4D t-z-y-x, or multichannel z-c-y-x), or an "
                     "OME-Zarr (with an output ending in .zarr)")
     pr.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF), or "
-                    ".zarr for OME-Zarr written out of core block by block (resumable)")
+                    ".zarr for OME-Zarr written out of core block by block (resumable); missing folders are "
+                    "created")
     pr.add_argument("--model", help="trained model: a checkpoint (RUN_DIR/final.pt), a BioImage.IO package "
                     "(zip or folder), a URL to one, or a model-zoo id (default: the shipped ZAugNet)")
     pr.add_argument("--method", choices=["auto", "model", "linear", "cubic"],
@@ -360,19 +513,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "the volume's own held-out slices better (reported); model: always the model (default for "
                     "OME-Zarr); linear, cubic: classical axial interpolation")
     pr.add_argument("--factor", type=int, help="new slices per gap + 1 (default 2; ZAugNet: 2, 4, 8, ...)")
-    pr.add_argument("--z-positions", type=float, nargs="+", metavar="Z",
+    pr.add_argument("--z-positions", type=_finite, nargs="+", metavar="Z",
                        help="relative positions in (0, 1) of the new slices in every gap (ZAugNet+)")
-    pr.add_argument("--target-spacing", type=float, help="output z spacing (same unit as the voxel size)")
+    pr.add_argument("--target-spacing", type=_finite, help="output z spacing (same unit as the voxel size)")
     pr.add_argument("--input-z", help="z coordinates of the input slices (file or comma-separated list), for "
                     "non-uniform spacing with --target-spacing")
     pr.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    pr.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
-    pr.add_argument("--tile", type=int, default=512, help="tile side in pixels (multiple of 16)")
-    pr.add_argument("--halo", type=int, default=128, help="context around each tile in pixels")
+    pr.add_argument("--weight-format", choices=WEIGHT_FORMATS, help="which weights of a BioImage.IO package to "
+                    "run (default: pytorch_state_dict into zaugnet's own network, else onnx; neither runs code "
+                    "from the package). torchscript RUNS THE PACKAGE'S CODE (TorchScript "
+                    "is a program): choose it only for packages you trust")
+    pr.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    pr.add_argument("--tile", type=int, default=512, help="tile side in pixels, a multiple of 16 "
+                    "(default 512)")
+    pr.add_argument("--halo", type=int, default=128, help="context around each tile in pixels "
+                    "(default 128)")
     pr.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
     pr.add_argument("--workers", type=int, help="OME-Zarr output: dask worker threads (default: automatic)")
     pr.add_argument("--figure", help="also write a PNG of orthogonal views (XZ, YZ) before and after")
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing output (and discard a partial "
+                    "OME-Zarr output)")
+    pr.add_argument("--restart", action="store_true", help="OME-Zarr output: discard a partial output left by an "
+                    "interrupted run and start again (by default a run resumes it)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
 
@@ -387,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "each model under --method auto (its self-check runs on the reduced stack)")
     ev.add_argument("--factor", type=int, default=2, help="also score this factor (a power of two for ZAugNet; "
                     "factor 2 is always scored)")
+    ev.add_argument("--weight-format", choices=WEIGHT_FORMATS, help="which weights of a package --model runs "
+                    "(as for predict; torchscript runs the package's code)")
     ev.add_argument("--fid-weights", help="local Inception-v3 TorchScript file for FID (optional)")
     ev.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     ev.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
@@ -410,18 +574,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every ``finally`` and cleanup runs as for Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)
     except InputError as err:
         print(f"zaugnet: error: {err}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    except KeyboardInterrupt:
-        print("zaugnet: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"zaugnet: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

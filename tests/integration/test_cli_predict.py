@@ -422,11 +422,11 @@ def case_model_missing(src: Path, ckpts: dict[str, Path]) -> tuple[Path, list[st
 
 
 def case_zaugnet_factor_3(src: Path, ckpts: dict[str, Path]) -> tuple[Path, list[str], list[str]]:
-    return _stack(src), ["--model", str(ckpts["zaugnet"]), "--factor", "3"], ["--model", "ZAugNet+"]
+    return _stack(src), ["--model", str(ckpts["zaugnet"]), "--factor", "3"], ["--factor", "ZAugNet+"]
 
 
 def case_zaugnet_z_positions(src: Path, ckpts: dict[str, Path]) -> tuple[Path, list[str], list[str]]:
-    return _stack(src), ["--model", str(ckpts["zaugnet"]), "--z-positions", "0.3"], ["--model", "ZAugNet+"]
+    return _stack(src), ["--model", str(ckpts["zaugnet"]), "--z-positions", "0.3"], ["--z-positions", "ZAugNet+"]
 
 
 def case_factor_one(src: Path, ckpts: dict[str, Path]) -> tuple[Path, list[str], list[str]]:

@@ -3,7 +3,6 @@ refusals that keep packages from elsewhere from running code."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import socket
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from support import edit_rdf, sha256_file, unpack
 
 from zaugnet.export.load import load_interpolator, looks_like_zoo_id
 from zaugnet.export.parity import TOLERANCE, relative_error
@@ -22,16 +21,6 @@ from zaugnet.training.errors import InputError
 from zaugnet.training.predict import ModelInterpolator, from_checkpoint
 
 pytestmark = pytest.mark.bioimageio  # uses packages exported (and tested) with bioimageio.core
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _unpack(package: Path, target: Path) -> Path:
-    with zipfile.ZipFile(package) as zf:
-        zf.extractall(target)
-    return target
 
 
 def _zip_folder(folder: Path, target: Path, extra: dict[str, bytes] | None = None) -> Path:
@@ -44,11 +33,6 @@ def _zip_folder(folder: Path, target: Path, extra: dict[str, bytes] | None = Non
             zf.writestr(info, data)
     return target
 
-
-def _edit_rdf(folder: Path, edit) -> None:  # noqa: ANN001
-    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
-    edit(rdf)
-    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +64,7 @@ def _close(got: np.ndarray, want: np.ndarray, stack: np.ndarray) -> float:
 def test_zip_folder_and_rdf_give_the_checkpoint_result(variant: str, packages, tiny_checkpoints, stack,
                                                        tmp_path: Path) -> None:
     want = _predict(from_checkpoint(str(tiny_checkpoints[variant])), stack)
-    folder = _unpack(packages[variant], tmp_path / "pkg")
+    folder = unpack(packages[variant], tmp_path / "pkg")
     for spec in (packages[variant], folder, folder / "rdf.yaml"):
         model = load_interpolator(str(spec))
         assert isinstance(model, ModelInterpolator) and model.variant == variant
@@ -88,7 +72,7 @@ def test_zip_folder_and_rdf_give_the_checkpoint_result(variant: str, packages, t
         _close(_predict(model, stack), want, stack)
     for weight_format in ("pytorch_state_dict", "onnx"):
         _close(_predict(load_interpolator(str(packages[variant]), weight_format=weight_format), stack), want, stack)
-    # tiled (tile 64 < 120 px): the package's scripted student shares the pair's range across tiles
+    # tiled (tile 64 < 120 px): the package's student (by default its state dict) shares the pair's range across tiles
     tiled = {"tile": 64, "halo": 32}
     _close(_predict(load_interpolator(str(packages[variant]), **tiled), stack),
            _predict(from_checkpoint(str(tiny_checkpoints[variant]), **tiled), stack), stack)
@@ -98,17 +82,17 @@ def test_zaugnet_c_is_recognised_by_its_channels_without_the_zaugnet_config(pack
                                                                             tmp_path: Path) -> None:
     """A ZAugNet-C package whose rdf lost ``config.zaugnet`` still loads (K + 1 = 5 channels -> K = 4), with every
     weight format; channel counts that fit no variant are refused."""
-    folder = _unpack(packages["zaugnet-c"], tmp_path / "pkg")
-    _edit_rdf(folder, lambda rdf: rdf["config"].pop("zaugnet"))
+    folder = unpack(packages["zaugnet-c"], tmp_path / "pkg")
+    edit_rdf(folder, lambda rdf: rdf["config"].pop("zaugnet"))
     want = _predict(from_checkpoint(str(tiny_checkpoints["zaugnet-c"])), stack)
     for weight_format in ("torchscript", "pytorch_state_dict", "onnx"):
         model = load_interpolator(str(folder), weight_format=weight_format)
         assert (model.variant, model.n_slices, model.normalization) == ("zaugnet-c", 4, "none")
         _close(_predict(model, stack), want, stack)
-    _edit_rdf(folder, lambda rdf: rdf["inputs"][0]["axes"][1].update(channel_names=["a", "b", "c", "d"]))
+    edit_rdf(folder, lambda rdf: rdf["inputs"][0]["axes"][1].update(channel_names=["a", "b", "c", "d"]))
     with pytest.raises(InputError, match="not a ZAugNet package"):
         load_interpolator(str(folder))
-    _edit_rdf(folder, lambda rdf: rdf["inputs"][0]["axes"][1].update(channel_names=list("abcdefg")))
+    edit_rdf(folder, lambda rdf: rdf["inputs"][0]["axes"][1].update(channel_names=list("abcdefg")))
     with pytest.raises(InputError, match="architecture kwargs"):  # 7 channels: K = 6, the weights have K = 4
         load_interpolator(str(folder), weight_format="pytorch_state_dict")
 
@@ -136,7 +120,7 @@ def test_zoo_id_resolves_through_bioimageio_spec(packages, tiny_checkpoints, sta
     from bioimageio.spec._internal._settings import settings
 
     folder, base = http_root
-    _unpack(packages["zaugnet"], folder / "zaugnet-tiny-test" / "files")
+    unpack(packages["zaugnet"], folder / "zaugnet-tiny-test" / "files")
     monkeypatch.setattr(settings, "collection_http_pattern", f"{base}/{{bioimageio_id}}/files/rdf.yaml")
     assert looks_like_zoo_id("zaugnet-tiny-test")
     model = load_interpolator("zaugnet-tiny-test")
@@ -164,7 +148,7 @@ def test_real_zoo_id_is_refused_cleanly_when_not_a_zaugnet_model() -> None:
 # ------------------------------------------------------------------------------------ refusals
 @pytest.mark.parametrize("evil", ["../evil.txt", "/tmp/zaugnet_evil_abs.txt", "a/../../evil.txt"])
 def test_zip_entry_escaping_the_package_is_refused(evil: str, packages, tmp_path: Path) -> None:
-    folder = _unpack(packages["zaugnet"], tmp_path / "pkg")
+    folder = unpack(packages["zaugnet"], tmp_path / "pkg")
     bad = _zip_folder(folder, tmp_path / "bad.zip", extra={evil: b"owned"})
     with zipfile.ZipFile(bad) as zf:
         assert evil in zf.namelist()
@@ -174,7 +158,7 @@ def test_zip_entry_escaping_the_package_is_refused(evil: str, packages, tmp_path
 
 
 def test_altered_weights_are_refused(packages, tmp_path: Path) -> None:
-    folder = _unpack(packages["zaugnet"], tmp_path / "pkg")
+    folder = unpack(packages["zaugnet"], tmp_path / "pkg")
     weights = folder / "zaugnet_torchscript.pt"
     data = bytearray(weights.read_bytes())
     data[-100] ^= 0xFF
@@ -196,24 +180,24 @@ class _Payload:
 
 
 def test_state_dict_pickle_that_would_run_code_is_refused(packages, tmp_path: Path) -> None:
-    folder = _unpack(packages["zaugnet"], tmp_path / "pkg")
+    folder = unpack(packages["zaugnet"], tmp_path / "pkg")
     marker = tmp_path / "code_ran"
     torch.save({"student.blocks.0.conv0.0.0.weight": _Payload(marker)}, folder / "zaugnet_state_dict.pt")
-    new_sha = _sha(folder / "zaugnet_state_dict.pt")  # an attacker controls the rdf as well
-    _edit_rdf(folder, lambda rdf: rdf["weights"]["pytorch_state_dict"].update(sha256=new_sha))
+    new_sha = sha256_file(folder / "zaugnet_state_dict.pt")  # an attacker controls the rdf as well
+    edit_rdf(folder, lambda rdf: rdf["weights"]["pytorch_state_dict"].update(sha256=new_sha))
     with pytest.raises(InputError, match="refused"):
         load_interpolator(str(folder), weight_format="pytorch_state_dict")
     assert not marker.exists()
     # the same file where TorchScript is expected: torch.jit.load refuses it, nothing runs either
     shutil.copyfile(folder / "zaugnet_state_dict.pt", folder / "zaugnet_torchscript.pt")
-    _edit_rdf(folder, lambda rdf: rdf["weights"]["torchscript"].update(sha256=new_sha))
+    edit_rdf(folder, lambda rdf: rdf["weights"]["torchscript"].update(sha256=new_sha))
     with pytest.raises(InputError):
-        load_interpolator(str(folder))
+        load_interpolator(str(folder), weight_format="torchscript")
     assert not marker.exists()
 
 
 def test_unknown_architecture_and_unverifiable_files_are_refused(packages, tmp_path: Path) -> None:
-    folder = _unpack(packages["zaugnet"], tmp_path / "pkg")
+    folder = unpack(packages["zaugnet"], tmp_path / "pkg")
     original = (folder / "rdf.yaml").read_text()
     cases = [
         (lambda r: r["weights"]["pytorch_state_dict"]["architecture"].update(callable="evil"), "pytorch_state_dict",
@@ -226,7 +210,7 @@ def test_unknown_architecture_and_unverifiable_files_are_refused(packages, tmp_p
     ]
     for edit, weight_format, message in cases:
         (folder / "rdf.yaml").write_text(original)
-        _edit_rdf(folder, edit)
+        edit_rdf(folder, edit)
         with pytest.raises(InputError, match=message):
             load_interpolator(str(folder), weight_format=weight_format)
 

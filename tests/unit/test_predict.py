@@ -374,7 +374,7 @@ def test_midpoint_only_model_refuses_other_positions() -> None:
     for pos in (plan_factor(4, 3), plan_factor(4, 6), plan_relative(4, [0.3])):
         with pytest.raises(InputError, match="ZAugNet\\+") as err:
             interpolate_volume(vol, pos, model)
-        assert err.value.where == "--model"
+        assert err.value.where == "positions"
     assert net.pairs == 0  # refused before any work
     # relative position 0.5 is a midpoint: allowed
     out = interpolate_volume(vol, plan_relative(4, [0.5]), model)
