@@ -8,6 +8,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# torch: the CPU-only build from PyTorch's CPU wheel index on a machine without an NVIDIA GPU (about 190 MB
+# to download), PyPI's default CUDA build where nvidia-smi is found (about 0.5 GB plus several GB of NVIDIA
+# packages). Override with `make TORCH_INDEX= ...` (plain PyPI) or another --index-url.
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,--extra-index-url $(TORCH_CPU_INDEX))
 DEMO := demo_output
 SAMPLE := samples/membrane_phantom.tif
 
@@ -17,7 +22,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_INDEX)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
@@ -25,6 +30,8 @@ demo: install
 	$(BIN)/zaugnet predict $(SAMPLE) -o $(DEMO)/membrane_phantom_x4.tif --factor 4 \
 		--figure $(DEMO)/membrane_phantom_x4_views.png --overwrite
 	@echo "z-augmented: $(DEMO)/membrane_phantom_x4.tif   views: $(DEMO)/membrane_phantom_x4_views.png"
+	@echo "next, on your own stack:  . $(VENV)/bin/activate   (puts zaugnet on the PATH), then"
+	@echo "  zaugnet predict my_stack.tif -o my_stack_x2.tif --figure views.png"
 
 train-demo: install
 	$(BIN)/zaugnet simulate -o $(DEMO)/train/phantom1.tif --shape 24 96 96 --z-step 0.6 --seed 1 --overwrite

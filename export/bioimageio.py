@@ -10,15 +10,19 @@ dpm]`` (ZAugNet+), ``[slice_m1, slice_0, slice_1, slice_2, dpm]`` (ZAugNet-C wit
 ``torchscript`` and ``onnx`` (both converted from it, so they name it as ``parent``).
 
 :func:`export_model` builds everything in a staging folder beside the output, checks the three runtimes
-against each other, packages with bioimageio.spec, runs ``bioimageio.core.test_model`` on the package
-and only then moves it into place. A failed check or any warning leaves nothing behind.
+against each other, packages with bioimageio.spec, rewrites the packaged rdf in the form deepImageJ 3.1
+reads (:func:`jdll_compatible_rdf`), runs ``bioimageio.core.test_model`` on that package and only then moves
+it into place. A failed check or any warning leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +61,24 @@ CHECK_SHAPES = ((1, 32, 32), (2, 48, 80), (1, 37, 53), (1, 72, 45))
 PAPER = {
     "text": "Pasqui A., Mahdavi S., Vianay B., Colin A., Dumollard R., McDougall A., Miroshnikova Y. A., "
             "Labrune E., Turlier H. (2025). ZAugNet for Z-Slice Augmentation in Bio-Imaging. arXiv:2503.04843",
+    "doi": "10.48550/arXiv.2503.04843",
     "url": "https://arxiv.org/abs/2503.04843",
 }
+#: The paper's datasets and pretrained models (its "Code and data availability": Zenodo). Cited as the method's
+#: original data and weights; a package's own weights come from its checkpoint (see its documentation).
+PAPER_DATA = {
+    "text": "Datasets and pretrained models of Pasqui et al. (2025), ZAugNet for Z-Slice Augmentation in "
+            "Bio-Imaging, on Zenodo; the original authors' data and weights, not those of this package "
+            "(whose training is described in its documentation).",
+    "doi": "10.5281/zenodo.14961732",
+}
+#: Model-zoo resources the packages link to (``links``): the deepImageJ application (not checked offline).
+LINKS = ("deepimagej/deepimagej",)
+#: The ``format_version`` the packaged rdf declares. deepImageJ 3.1 reads rdfs with JDLL 0.6.1, which casts
+#: ``documentation`` to a string and each of ``covers`` to a string; bioimageio.spec >= 0.5.11 requires both as
+#: ``{source, sha256}`` mappings for format 0.5.11 and later, and reads 0.5.10 with plain file names (it converts
+#: them, then validates the rest as its own 0.5.x). See :func:`jdll_compatible_rdf`.
+JDLL_FORMAT_VERSION = "0.5.10"
 DEFAULT_TAGS = ("fluorescence-light-microscopy", "2d", "3d", "cells", "pytorch", "deepimagej", "fiji", "imagej",
                 "unet", "image-reconstruction", "image-restoration", "z-interpolation", "axial-resolution",
                 "zaugnet", "onnx", "torchscript")
@@ -70,6 +90,8 @@ FILES = {
     "test_input": "test_input.npy", "test_output": "test_output.npy", "sample_input": "sample_input.tif",
     "sample_output": "sample_output.tif", "cover": "cover.png", "documentation": "README.md",
 }
+#: The name of the rdf inside a package.
+RDF_FILE = "rdf.yaml"
 
 
 @dataclass
@@ -190,35 +212,36 @@ def _check_runtimes(network: NormalizedStudent, ts_path: Path, onnx_path: Path,
 
 
 # ------------------------------------------------------------------------------------ files
-def _write_cover(path: Path, title: str, window: np.ndarray, prediction: np.ndarray, z: float,
-                 truth: np.ndarray | None) -> None:
-    """Square PNG: the gap's two input slices on top, the prediction and the truth below (else linear
-    interpolation, or for ZAugNet-C the cubic interpolation it corrects), all on the inputs' grey scale."""
-    from matplotlib.figure import Figure
+#: The cover's panels are at least this many pixels high (smaller samples are enlarged by pixel repetition).
+COVER_MIN_SIZE = 256
 
-    from zaugnet.training.nets import cubic_weights
+
+def _write_cover(path: Path, window: np.ndarray, prediction: np.ndarray) -> None:
+    """The cover: an image pair input -> output, 2:1, no text (the model zoo's guidance for covers).
+
+    Left, the input: the gap's two slices overlaid (``slice_0`` magenta, ``slice_1`` green; grey where they
+    agree); right, the output: the predicted slice in grey. Both on the image slices' joint intensity range,
+    centre-cropped to a square and enlarged by an integer factor to at least :data:`COVER_MIN_SIZE` pixels.
+    Written from the test tensors only (``window`` = the input's image channels, ``prediction`` = the test
+    output), so a package's cover can be rebuilt from its ``test_input.npy`` and ``test_output.npy``.
+    """
+    from PIL import Image  # Pillow: a dependency of matplotlib
 
     k = len(window) // 2 - 1  # slice_0
-    first, second = window[k], window[k + 1]
-    if truth is not None:
-        reference = (truth, "true slice")
-    elif len(window) > 2:
-        cubic = sum(float(c) * window[k - 1 + j] for j, c in enumerate(cubic_weights(z)))  # type: ignore[arg-type]
-        reference = (cubic, f"cubic interpolation (z = {z:g})")
-    else:
-        reference = ((1 - z) * first + z * second, f"linear interpolation (z = {z:g})")
-    panels = [(first, "input slice_0"), (second, "input slice_1"), (prediction, f"prediction (z = {z:g})"),
-              reference]
     lo, hi = float(window.min()), float(window.max())
-    fig = Figure(figsize=(6, 6), dpi=100)
-    for i, (image, label) in enumerate(panels):
-        ax = fig.add_subplot(2, 2, i + 1)
-        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
-        ax.set_title(label, fontsize=10)
-        ax.set_axis_off()
-    fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+
+    def grey(image: np.ndarray) -> np.ndarray:
+        return np.clip((np.asarray(image, dtype=np.float64) - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+
+    first, second, out = grey(window[k]), grey(window[k + 1]), grey(prediction)
+    side = min(out.shape)
+    y0, x0 = (out.shape[0] - side) // 2, (out.shape[1] - side) // 2
+    crop = (slice(y0, y0 + side), slice(x0, x0 + side))
+    pair = np.stack([first[crop], second[crop], first[crop]], axis=-1)
+    rgb = np.concatenate([pair, np.repeat(out[crop][..., None], 3, axis=-1)], axis=1)
+    factor = -(-COVER_MIN_SIZE // side)
+    rgb = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+    Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(path, format="PNG")
 
 
 def _write_tif(path: Path, array: np.ndarray, axes: str) -> None:
@@ -285,8 +308,9 @@ identical to ZAugNet's predictor (which tiles with a 128-pixel halo and one rang
 
 Self-supervised on {n_files} stack(s) ({files}): variant `{variant}`, preset `{preset}`, {steps} steps,
 batch {batch_size}, Adam lr {lr}, adversarial weight {lambda_adv}, block widths {block_widths}. The full
-training configuration is in the rdf under `config.zaugnet.training`.
+training configuration is in the rdf under `config.zaugnet.training`. {training_data_note}
 
+{zoo_section}
 # Validation
 
 - Held-out validation triplets during training (split by stack or z-block, not by triplet): {metrics}.
@@ -296,14 +320,56 @@ training configuration is in the rdf under `config.zaugnet.training`.
   (tolerance {tolerance:g}).
 - {test_line}
 - Sample (test tensors, cover): {sample_source}.{truth_line}
+- {cover_line}
 
 {closing}
 """
 
 
+#: The documentation's note on the rdf's (absent) ``training_data`` entry, at the end of its Training section.
+TRAINING_DATA_NOTE = (
+    "The rdf has no `training_data` entry: bioimageio.spec accepts there only a model-zoo dataset id or a complete "
+    "dataset description of its own, so the training data are described here.")
+
+_ZOO_TEMPLATE = """\
+## deepImageJ and the BioImage.IO model zoo
+
+The rdf is written in the form deepImageJ 3.1 reads (it parses rdfs with JDLL 0.6.1): `format_version: "0.5.10"`,
+`documentation` and `covers` as plain file names, and an `id`. JDLL casts `documentation` and each cover to a
+string, so the `{{source, sha256}}` form that bioimageio.spec writes for format 0.5.11 and later makes it fail, and
+it needs an `id` when the rdf has a `config` block (deepImageJ's macro also matches a bare `model_path` against
+it). bioimageio.spec reads format 0.5.10: it converts the plain file names and validates the rest as its own
+0.5.x. The documentation and the cover therefore carry no sha256; the weights, the architecture file, the tensors
+and the attachments do. The `id`, `{model_id}`, is a local one: the model zoo assigns its own on upload.
+
+Before uploading this package to the model zoo, a maintainer must add themselves with their GitHub user name
+(`maintainers: [{{github_user: NAME}}]` in the rdf, or `export_model(..., maintainers=["NAME"])`): the zoo wants a
+maintainer or an author with a `github_user`, and without one `bioimageio test` warns. bioimageio.spec checks
+every such name on the GitHub API, so with one, validation needs the network: offline, `bioimageio test ./package`
+and `bioimageio validate-format ./package` report the package as invalid (a connection error).
+`BIOIMAGEIO_PERFORM_IO_CHECKS=false bioimageio validate-format ./package` validates it offline, skipping that check
+and every other check that reads the package's files or the network (the sha256 of the files among them);
+`bioimageio test` (bioimageio.core 0.11) makes these checks whatever the variable says, so run it with the
+network. Keep the rdf's form above when editing it: saving it again with bioimageio.spec writes the mapping form,
+which deepImageJ 3.1 cannot read.
+"""
+
+
+def _zoo_section(model_id: str) -> str:
+    """The documentation's section on the rdf's deepImageJ-compatible form and on what to add before upload."""
+    return _ZOO_TEMPLATE.format(model_id=model_id)
+
+
+def _cover_line(z: float) -> str:
+    """The documentation's line on the cover (see :func:`_write_cover`)."""
+    return (f"Cover (`{FILES['cover']}`), input -> output: left, the gap's two input slices overlaid (`slice_0` "
+            f"magenta, `slice_1` green, grey where they agree); right, the predicted slice at z = {z:g}; both on "
+            "the input slices' intensity range.")
+
+
 def _documentation(*, name: str, config: Config, variant_text: str, channel_names: list[str], checks: ExportChecks,
                    history: list[dict[str, Any]], data_files: list[str], sample_source: str, sample_error: float | None,
-                   extra: str | None, figures: list[str], tested: bool) -> str:
+                   extra: str | None, figures: list[str], tested: bool, model_id: str, z: float) -> str:
     net, data, train = config.net, config.data, config.train
     last = history[-1] if history else {}
     metrics = ("none recorded in the checkpoint" if "val_psnr" not in last else
@@ -361,7 +427,8 @@ def _documentation(*, name: str, config: Config, variant_text: str, channel_name
         lr=f"{train.lr:g}", lambda_adv=f"{train.lambda_adv:g}", block_widths=list(net.block_widths),
         metrics=metrics, shapes=", ".join(f"({b}, {h}, {w})" for b, h, w in checks.shapes),
         ts_errors=_fmt_errors(checks.torchscript_error), onnx_errors=_fmt_errors(checks.onnx_error),
-        tolerance=TOLERANCE, sample_source=sample_source, truth_line=truth_line, test_line=test_line)
+        tolerance=TOLERANCE, sample_source=sample_source, truth_line=truth_line, test_line=test_line,
+        training_data_note=TRAINING_DATA_NOTE, zoo_section=_zoo_section(model_id), cover_line=_cover_line(z))
     if extra:
         text += "\n" + extra.strip() + "\n"
     for fig in figures:
@@ -373,7 +440,7 @@ def _documentation(*, name: str, config: Config, variant_text: str, channel_name
 def _build_description(stage: Path, *, name: str, description: str, authors: Sequence[dict[str, Any]],
                        version: str, license_id: str, tags: Sequence[str], config: Config,
                        channel_names: list[str], checks: ExportChecks, tolerance_abs: float,
-                       attachments: list[str], extra_config: dict[str, Any],
+                       attachments: list[str], extra_config: dict[str, Any], model_id: str,
                        maintainers: Sequence[str] = ()):  # noqa: ANN202 - ModelDescr
     from bioimageio.spec.model import v0_5
 
@@ -436,10 +503,12 @@ def _build_description(stage: Path, *, name: str, description: str, authors: Seq
     }
     return v0_5.ModelDescr(
         name=name,
+        id=v0_5.ModelId(model_id),
         description=description,
         authors=[v0_5.Author(**a) for a in authors],
         maintainers=[v0_5.Maintainer(github_user=m) for m in maintainers],
-        cite=[v0_5.CiteEntry(text=PAPER["text"], url=PAPER["url"])],
+        cite=[v0_5.CiteEntry(**PAPER), v0_5.CiteEntry(**PAPER_DATA)],
+        links=list(LINKS),
         license=license_id,
         tags=list(tags),
         version=version,
@@ -456,6 +525,64 @@ def _build_description(stage: Path, *, name: str, description: str, authors: Seq
             deepimagej={"pyramidal_model": False, "allow_tiling": True},
         ),
     )
+
+
+# ------------------------------------------------------------------------------------ deepImageJ's form
+def model_id_from_name(name: str) -> str:
+    """The package's ``id`` made from its name: lower case, ``+`` as ``plus``, every other run of characters that
+    are not letters or digits as one ``-`` ("ZAugNet+ z-slice interpolation" -> "zaugnet-plus-z-slice-interpolation").
+
+    A local id (bioimageio.spec accepts any lower-case ``[a-z0-9_./-]`` id offline, with no warning); the model
+    zoo assigns its own on upload. deepImageJ 3.1 (JDLL) needs one: see :func:`jdll_compatible_rdf`.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower().replace("+", "-plus-")).strip("-")
+    return slug or "zaugnet-model"
+
+
+def jdll_compatible_rdf(text: str) -> str:
+    """The rdf as bioimageio.spec writes it (YAML text) -> the same rdf in the form deepImageJ 3.1 reads.
+
+    deepImageJ 3.1 reads rdfs with JDLL 0.6.1 (``ModelDescriptorFactory.readFromLocalFile``; the tool
+    ``../shared/tools/jdll-rdf/read-rdf`` runs that code). JDLL casts ``documentation`` to a string (the
+    ``{source, sha256}`` mapping throws ClassCastException), takes each element of ``covers`` as a string (mappings
+    break deepImageJ's model list), needs an ``id`` when the rdf has a ``config`` block (NullPointerException) and
+    a string ``format_version`` starting with 0.4 or 0.5. bioimageio.spec >= 0.5.11 writes, and for format 0.5.11
+    and later requires, the mappings; it reads format 0.5.10 with plain file names (converting them, then
+    validating the rest as its own 0.5.x). So this writes ``documentation`` and ``covers`` as their file names
+    (their sha256 is dropped: the loader checks the sha256 of every file that keeps one, which includes the
+    weights, the architecture file and the tensors) and ``format_version: "0.5.10"`` (:data:`JDLL_FORMAT_VERSION`,
+    quoted); every other field is kept as written, in the same order. The ``id`` comes from the description
+    (:func:`_build_description`); an rdf without one, or not of format 0.5, is refused (ValueError).
+    """
+    from bioimageio.spec.utils import read_yaml, write_yaml
+    from ruyaml.scalarstring import DoubleQuotedScalarString
+
+    rdf = read_yaml(text)
+    if not isinstance(rdf, dict) or not str(rdf.get("format_version", "")).startswith("0.5."):
+        raise ValueError("expected a model rdf of format 0.5")
+    if not rdf.get("id"):
+        raise ValueError("the rdf has no id: deepImageJ 3.1 (JDLL 0.6.1) cannot read it with a config block")
+    if isinstance(rdf.get("documentation"), dict):
+        rdf["documentation"] = rdf["documentation"]["source"]
+    rdf["covers"] = [c["source"] if isinstance(c, dict) else c for c in rdf.get("covers") or []]
+    if not rdf["covers"]:
+        del rdf["covers"]
+    rdf["format_version"] = DoubleQuotedScalarString(JDLL_FORMAT_VERSION)
+    out = io.StringIO()
+    write_yaml(rdf, out)
+    return out.getvalue()
+
+
+def _write_jdll_rdf(package_zip: Path) -> None:
+    """Replace the rdf in ``package_zip`` by :func:`jdll_compatible_rdf` of it; every other entry is copied as is."""
+    rewritten = package_zip.with_name(package_zip.name + ".jdll")
+    with zipfile.ZipFile(package_zip) as src, zipfile.ZipFile(rewritten, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == RDF_FILE:
+                data = jdll_compatible_rdf(data.decode("utf-8")).encode("utf-8")
+            dst.writestr(info, data)
+    os.replace(rewritten, package_zip)
 
 
 #: The one warning an offline export cannot avoid: bioimageio.spec wants a maintainer (or author) with a
@@ -540,7 +667,7 @@ def _place(package_zip: Path, output: Path, overwrite: bool) -> None:
         os.replace(package_zip, output)
         return
     unpacked = package_zip.parent / "unpacked"
-    extract_zip(package_zip, unpacked)
+    extract_zip(package_zip, unpacked)  # checks every entry; writes the rdf and the files it lists
     if output.exists():
         old = package_zip.parent / "previous"
         os.replace(output, old)  # removed with the staging folder
@@ -552,7 +679,7 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
                  authors: Sequence[str | dict[str, Any]] | None = None, version: str = "0.1.0",
                  license: str = "MIT", tags: Sequence[str] | None = None,  # noqa: A002 - the rdf's field name
                  documentation: str | None = None, figures: Sequence[str | Path] = (),
-                 maintainers: Sequence[str] = (), overwrite: bool = False) -> Path:
+                 maintainers: Sequence[str] = (), model_id: str | None = None, overwrite: bool = False) -> Path:
     """``RUN_DIR/final.pt`` -> a BioImage.IO package: a .zip file if ``output`` ends with .zip, else a folder.
 
     Parameters
@@ -586,8 +713,14 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
         GitHub user names. bioimageio.spec checks each on the GitHub API, so this needs the network.
         Without maintainers, bioimageio.spec warns that none is given (:data:`NO_MAINTAINER_WARNING`):
         that single warning is accepted, every other one refuses the export.
+    model_id
+        The rdf's ``id`` (lower-case letters, digits, ``_-./``); default :func:`model_id_from_name` of the name.
+        deepImageJ 3.1 needs an id; the model zoo assigns its own on upload.
     overwrite
         Replace an existing ``output``.
+
+    The rdf is written in the form deepImageJ 3.1 reads (:func:`jdll_compatible_rdf`) before bioimageio.core's
+    test, so the test runs on exactly the package written.
 
     Returns
     -------
@@ -651,18 +784,19 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
             np.save(stage / FILES["test_output"], test_output)
             _write_tif(stage / FILES["sample_input"], test_input[0], "CYX")
             _write_tif(stage / FILES["sample_output"], test_output[0, 0], "YX")
-            _write_cover(stage / FILES["cover"], name or default_name, window, test_output[0, 0], z, truth)
+            _write_cover(stage / FILES["cover"], window, test_output[0, 0])
             attached = []
             for f in figure_paths:
                 target = f"figure_{len(attached)}_{f.name}"
                 shutil.copyfile(f, stage / target)
                 attached.append(target)
             rdf_name = name or default_name
+            rdf_id = model_id_from_name(rdf_name) if model_id is None else model_id
             (stage / FILES["documentation"]).write_text(_documentation(
                 name=rdf_name, config=config, variant_text=variant_text, channel_names=names, checks=checks,
                 history=list(state.get("history") or []), data_files=[str(d) for d in state.get("data") or []],
                 sample_source=sample_source, sample_error=sample_error, extra=documentation, figures=attached,
-                tested=test))
+                tested=test, model_id=rdf_id, z=z))
             tolerance_abs = float(TOLERANCE * intensity_span(test_input)[0])
             extra_config = {"checkpoint": {"step": int(state.get("step", 0)), "file": Path(checkpoint).name}}
             try:
@@ -670,7 +804,7 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
                     stage, name=rdf_name, description=description or default_description, authors=author_list,
                     version=version, license_id=license, tags=tags or default_tags, config=config,
                     channel_names=names, checks=checks, tolerance_abs=tolerance_abs, attachments=attached,
-                    extra_config=extra_config, maintainers=maintainers)
+                    extra_config=extra_config, model_id=rdf_id, maintainers=maintainers)
             except ValueError as err:  # pydantic's ValidationError: a field the user gave is not valid
                 raise InputError(output, f"not a valid BioImage.IO description: {err}") from None
             except Exception as err:  # noqa: BLE001 - e.g. httpx.ConnectError: a maintainer's GitHub name unverifiable
@@ -682,6 +816,7 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
 
             package_zip = Path(tmp) / "package.zip"
             save_bioimageio_package(descr, output_path=package_zip)
+            _write_jdll_rdf(package_zip)  # what is tested below is what is written
             if test:
                 outcome = run_bioimageio_test(package_zip, accept=() if maintainers else (NO_MAINTAINER_WARNING,))
                 if not outcome.passed:

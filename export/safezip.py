@@ -86,8 +86,21 @@ def read_bounded(stream: IO[bytes], limit: int, label: str | Path, what: str) ->
     return data
 
 
+#: Top-level rdf fields that may name a file as a plain string (the form deepImageJ's JDLL reads).
+PLAIN_FILE_FIELDS = ("documentation", "covers")
+
+
 def file_refs(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:  # noqa: ANN401 - YAML data
-    """Every ``{source: ..., (sha256: ...)}`` mapping in the rdf (files), with its location."""
+    """Every file the rdf names, as a ``{source: ..., (sha256: ...)}`` mapping, with its location.
+
+    Plain-string ``documentation`` and ``covers`` entries (no sha256) count too, unless they are URLs.
+    """
+    if not where and isinstance(node, dict):
+        for key in PLAIN_FILE_FIELDS:
+            value = node.get(key)
+            for i, item in enumerate(value if isinstance(value, list) else [value]):
+                if isinstance(item, str) and not urlparse(item).scheme:
+                    yield (f"{key}[{i}]" if isinstance(value, list) else key), {"source": item}
     if isinstance(node, dict):
         if isinstance(node.get("source"), str):
             yield where or "rdf", node

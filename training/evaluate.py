@@ -86,6 +86,7 @@ def evaluate_volume(
     *,
     name: str = "stack",
     positions_check: Sequence[float] = (0.25, 0.5, 0.75),
+    progress: bool = False,
 ) -> VolumeEvaluation:
     """Score each method at factor 2 and ``factor`` on one high-resolution (Z, Y, X) volume.
 
@@ -104,6 +105,8 @@ def evaluate_volume(
     positions_check
         Relative z positions inside a gap scored on their own for factors above 2 (those that fall
         on a slice, e.g. 0.25, 0.5 and 0.75 for factor 4), besides ``"all"``.
+    progress
+        Show a progress bar while a model predicts.
 
     Returns
     -------
@@ -127,7 +130,7 @@ def evaluate_volume(
         for label, method in methods.items():
             base = {"stack": name, "method": label, "factor": f}
             try:
-                pred = interpolate_volume(kept, plan_factor(len(kept), f), method)
+                pred = interpolate_volume(kept, plan_factor(len(kept), f), method, progress=progress)
             except InputError as exc:
                 result.rows.extend(_na_row(base, pos, len(z), exc.problem) for pos, z in groups.items())
                 continue

@@ -14,8 +14,9 @@ import re
 import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import numpy as np
@@ -79,14 +80,23 @@ class VoxelSize:
     unit: str = "um"
 
 
+#: ImageJ metadata carried from an input to the outputs made from it: display range, lookup tables,
+#: the image's Info and Properties (not per-slice labels, which no longer match the slices).
+IMAGEJ_CARRIED = ("min", "max", "Ranges", "LUTs", "Info", "Properties")
+
+
 @dataclass
 class Stack:
-    """An image stack with canonical axes (a subsequence of "TZCYX" containing "ZYX")."""
+    """An image stack with canonical axes (a subsequence of "TZCYX" containing "ZYX").
+
+    ``imagej`` holds the :data:`IMAGEJ_CARRIED` entries of an ImageJ input, written again to ImageJ outputs.
+    """
 
     data: np.ndarray
     axes: str
     voxel_size: VoxelSize
     path: Path | None = None
+    imagej: dict[str, Any] = field(default_factory=dict)
 
 
 def read_stack(path: str | Path, axes: str | None = None, *, mmap: bool = False, min_slices: int = 3) -> Stack:
@@ -139,6 +149,7 @@ def read_stack(path: str | Path, axes: str | None = None, *, mmap: bool = False,
             if n_z < min_slices:
                 raise InputError(path, f"has {n_z} z-slice(s); at least {min_slices} are needed")
             voxel_size = _voxel_size(tif)
+            carried = {k: v for k, v in (tif.imagej_metadata or {}).items() if k in IMAGEJ_CARRIED}
             data = _load(path, series, mmap)
     except InputError:
         raise
@@ -147,7 +158,7 @@ def read_stack(path: str | Path, axes: str | None = None, *, mmap: bool = False,
     data = data.transpose([file_axes.index(a) for a in canon])
     if data.dtype.kind == "f" and not all(np.isfinite(chunk).all() for chunk in data):
         raise InputError(path, "contains NaN or infinite values")
-    return Stack(data=data, axes=canon, voxel_size=voxel_size, path=path)
+    return Stack(data=data, axes=canon, voxel_size=voxel_size, path=path, imagej=carried)
 
 
 def write_stack(
@@ -204,7 +215,7 @@ def write_stack(
     if name.endswith(OME_SUFFIXES):
         options = _ome_options(canon, voxel_size)
     else:
-        options = _imagej_options(canon, voxel_size)
+        options = _imagej_options(canon, voxel_size, stack_or_data.imagej if isinstance(stack_or_data, Stack) else {})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, data, options)
@@ -541,8 +552,8 @@ def _positive(value: object) -> float | None:
 # --- writing helpers ------------------------------------------------------------------------
 
 
-def _imagej_options(axes: str, voxel_size: VoxelSize) -> dict:
-    metadata: dict[str, object] = {"axes": axes}
+def _imagej_options(axes: str, voxel_size: VoxelSize, carried: dict[str, Any]) -> dict:
+    metadata: dict[str, object] = {**carried, "axes": axes}
     options: dict[str, object] = {"imagej": True, "photometric": "minisblack", "metadata": metadata}
     if voxel_size.z is not None:
         metadata["spacing"] = voxel_size.z

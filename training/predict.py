@@ -277,7 +277,7 @@ def interpolate_volume(volume: np.ndarray, positions: np.ndarray, method: str | 
     for k in np.flatnonzero(exact):
         out[k] = volume[int(round(pos[k]))]
     todo = np.flatnonzero(~exact)
-    with tqdm(total=len(todo), desc=f"{method.name} pairs", unit="pair", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(todo), desc=f"{method.name}: new slices", unit="pair", disable=not progress, leave=False) as bar:
         out[todo] = _pairs_in_batches(volume, base[todo], frac[todo], method, bar)
     return out
 
@@ -310,7 +310,7 @@ def _midpoint_passes(volume: np.ndarray, pos: np.ndarray, model: ModelInterpolat
     k = midpoint_passes(pos, model)
     current = np.asarray(volume, dtype=np.float32)
     total = sum((volume.shape[0] - 1) * 2**p for p in range(k))
-    with tqdm(total=total, desc=f"{model.name} midpoints", unit="pair", disable=not progress, leave=False) as bar:
+    with tqdm(total=total, desc=f"{model.name}: midpoints", unit="pair", disable=not progress, leave=False) as bar:
         for _ in range(k):
             gaps = np.arange(current.shape[0] - 1)
             mids = _pairs_in_batches(current, gaps, np.full(len(gaps), 0.5), model, bar)
@@ -389,7 +389,7 @@ def augment_stack(stack: Stack, plan: ZPlan, method: str | ModelInterpolator | A
     shape[z_axis] = len(plan.positions)
     out = np.empty(shape, dtype=dtype)
     vs = stack.voxel_size
-    result = Stack(out, stack.axes, VoxelSize(plan.z_spacing, vs.y, vs.x, vs.unit), None)
+    result = Stack(out, stack.axes, VoxelSize(plan.z_spacing, vs.y, vs.x, vs.unit), None, dict(stack.imagej))
     pairs = list(zip(iter_volumes(stack), iter_volumes(result)))  # input volume, output view
     for (_, volume), (_, target) in tqdm(pairs, desc="volumes", disable=not progress or len(pairs) == 1):
         target[...] = to_dtype(interpolate_volume(volume, plan.positions, method, progress=progress), dtype)

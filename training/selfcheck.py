@@ -57,8 +57,11 @@ class SelfCheck:
                 f"({self.margin:+.2f} dB), using {chosen}")
 
 
-def self_check(volume: np.ndarray, model: ModelInterpolator, name: str = "volume") -> SelfCheck:
+def self_check(volume: np.ndarray, model: ModelInterpolator, name: str = "volume", *,
+               progress: bool = False) -> SelfCheck:
     """Score ``model`` against cubic interpolation on every other slice of ``volume`` (Z, Y, X).
+
+    With ``progress``, a bar shows the model's held-out predictions.
 
     Returns
     -------
@@ -74,7 +77,8 @@ def self_check(volume: np.ndarray, model: ModelInterpolator, name: str = "volume
     if float(np.min(volume)) == float(np.max(volume)):
         skipped = f"the volume is constant (every voxel {float(np.min(volume)):g})"
         return SelfCheck(name, model.name, 0, nan, nan, nan, nan, "cubic", skipped)
-    ev = evaluate_volume(np.asarray(volume), {"model": model, "cubic": "cubic"}, 2, name=name, positions_check=())
+    ev = evaluate_volume(np.asarray(volume), {"model": model, "cubic": "cubic"}, 2, name=name, positions_check=(),
+                         progress=progress)
     rows = {r["method"]: r for r in ev.rows if r["factor"] == 2 and r["position"] == "all"}
     m, c = rows["model"], rows["cubic"]
     better = bool(np.isfinite(m["psnr_8bit"]) and m["psnr_8bit"] > c["psnr_8bit"])
@@ -92,11 +96,14 @@ class AutoMethod:
         The trained model to check.
     report
         Called with each check's message (default: print to standard error).
+    progress
+        Show a progress bar while the check runs.
     """
 
     model: ModelInterpolator
     report: Callable[[str], None] | None = None
     checks: list[SelfCheck] = field(default_factory=list)
+    progress: bool = False
 
     @property
     def name(self) -> str:
@@ -105,7 +112,7 @@ class AutoMethod:
 
     def choose(self, volume: np.ndarray) -> str | ModelInterpolator:
         """Run the self-check on ``volume``, record and report it, and return the method to use."""
-        check = self_check(volume, self.model, f"volume {len(self.checks) + 1}")
+        check = self_check(volume, self.model, f"volume {len(self.checks) + 1}", progress=self.progress)
         self.checks.append(check)
         (self.report or (lambda text: print(text, file=sys.stderr)))(check.message())
         return self.model if check.choice == "model" else "cubic"

@@ -219,10 +219,10 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         if out.suffix != ".zarr":
             raise InputError(out, "an OME-Zarr input is written as OME-Zarr: give an output ending in .zarr")
         info = open_large(src, args.axes)
-        n_z, z_spacing = info.n_z, info.voxel_size.z
+        n_z, z_spacing, unit = info.n_z, info.voxel_size.z, info.voxel_size.unit
     else:
         stack = read_stack(src, axes=args.axes, min_slices=2)
-        n_z, z_spacing = stack.data.shape[stack.axes.index("Z")], stack.voxel_size.z
+        n_z, z_spacing, unit = stack.data.shape[stack.axes.index("Z")], stack.voxel_size.z, stack.voxel_size.unit
     plan = make_plan(n_z, z_spacing, factor=args.factor, z_positions=args.z_positions,
                      target_spacing=args.target_spacing, input_z=_input_z(args.input_z))
     if not isinstance(method, str):
@@ -230,7 +230,10 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         if method_name == "auto":
             from zaugnet.training.selfcheck import AutoMethod
 
-            method = AutoMethod(method)
+            method = AutoMethod(method, progress=not args.quiet)
+            if not args.quiet:
+                print(f"self-check: every other slice of each volume held out and predicted back by "
+                      f"{method.model.name} and by cubic interpolation", file=sys.stderr)
     if large:
         predict_large(src, out, plan, method, chunk_yx=args.tile, halo=args.halo, num_workers=args.workers,
                       progress=not args.quiet, overwrite=args.overwrite, restart=args.restart, axes=args.axes)
@@ -247,7 +250,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             print(f"wrote {args.figure}")
     if plan.note:
         print(f"note: {plan.note}", file=sys.stderr)
-    z = f", z voxel size {plan.z_spacing:g}" if plan.z_spacing else ""
+    z = f", z voxel size {plan.z_spacing:g} {unit}" if plan.z_spacing else ", no z voxel size in the input"
     print(f"wrote {out}: {n_z} -> {len(plan.positions)} slices ({dtype}{z})")
 
 
@@ -460,47 +463,86 @@ def _device(spec: str) -> str:
     return spec
 
 
+def _subcommand(sub: Any, name: str, summary: str, description: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` has a description and examples."""
+    import textwrap
+
+    text = f"{summary}.\n\n" + textwrap.fill(description, 100)
+    return sub.add_parser(name, help=summary, description=text,
+                          epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_threads(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--threads", type=int, help="CPU threads for the network (default: the cores this "
+                         f"process may use, here {_cores()}); on a busy shared machine fewer can be much faster")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``zaugnet`` and its subcommands."""
     parser = _Parser(prog="zaugnet", description="Self-supervised z-slice augmentation of 3D "
-                                     "microscopy stacks (ZAugNet, ZAugNet+, ZAugNet-C).")
+                     "microscopy stacks (ZAugNet, ZAugNet+, ZAugNet-C). Start with: zaugnet predict "
+                     "my_stack.tif -o my_stack_x2.tif --figure views.png")
     parser.add_argument("--version", action="version", version=f"zaugnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sim = sub.add_parser("simulate", help="write a synthetic phantom stack (ground truth at any z)")
+    sim = _subcommand(sub, "simulate", "write a synthetic phantom stack (ground truth at any z)",
+                      "Membranes or nuclei, blurred by an anisotropic PSF, with shot and read noise; for trying "
+                      "things out and for tests.",
+                      "  zaugnet simulate -o phantom.tif --shape 32 128 128 --kind nuclei --z-step 0.6\n")
     sim.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF)")
-    sim.add_argument("--shape", type=int, nargs=3, default=[32, 128, 128], metavar=("Z", "Y", "X"))
-    sim.add_argument("--kind", choices=["membrane", "nuclei"], default="membrane")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--shape", type=int, nargs=3, default=[32, 128, 128], metavar=("Z", "Y", "X"),
+                     help="stack size in slices and pixels (default 32 128 128; Z >= 3)")
+    sim.add_argument("--kind", choices=["membrane", "nuclei"], default="membrane",
+                     help="what the phantom shows (default membrane)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same stack "
+                     "(default 0)")
     sim.add_argument("--z-step", type=float, default=0.5, help="slice spacing in um (default 0.5)")
     sim.add_argument("--xy-step", type=float, default=0.2, help="pixel size in um (default 0.2)")
-    sim.add_argument("--dtype", choices=["uint8", "uint16", "float32"], default="uint16")
+    sim.add_argument("--dtype", choices=["uint8", "uint16", "float32"], default="uint16",
+                     help="pixel type of the file (default uint16)")
     sim.add_argument("--no-noise", action="store_true", help="blur only, no shot or read noise")
-    sim.add_argument("--overwrite", action="store_true")
+    sim.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     sim.set_defaults(func=_cmd_simulate)
 
-    tr = sub.add_parser("train", help="train a ZAugNet, ZAugNet+ or ZAugNet-C model on high-resolution stacks")
+    tr = _subcommand(sub, "train", "train a ZAugNet, ZAugNet+ or ZAugNet-C model on high-resolution stacks",
+                     "Self-supervised: triplets of slices (n1, n2, n3) of your own stacks teach the network to "
+                     "predict n2 from n1 and n3. The run folder gets checkpoints, metrics.csv, training curves "
+                     "and the validated config.yaml. The paper preset is the published 10 M-parameter network "
+                     "(a GPU network); on a CPU use --preset small.",
+                     "  zaugnet train stacks/ -o runs/a --preset small --max-steps 2000\n"
+                     "  zaugnet train stacks/ -o runs/b --variant zaugnet+ --preset paper --device cuda\n"
+                     "  zaugnet train stacks/ -o runs/b --resume\n")
     tr.add_argument("data", nargs="+", help="TIFF / OME-TIFF stacks or folders of them")
     tr.add_argument("-o", "--output", required=True, help="run directory (final checkpoint: RUN_DIR/final.pt)")
     tr.add_argument("--variant", choices=["zaugnet", "zaugnet+", "zaugnet-c"],
                     help="zaugnet (midpoints), zaugnet+ (any z, DPM), zaugnet-c (context: K slices around each "
-                    "gap, cubic + learned correction, any z)")
-    tr.add_argument("--preset", choices=["small", "paper"], help="network and training defaults (default paper)")
+                    "gap, cubic + learned correction, any z) (default zaugnet)")
+    tr.add_argument("--preset", choices=["small", "paper"], help="network and training defaults (default paper: "
+                    "the published 10 M-parameter network, meant for a GPU; small trains on a CPU)")
     tr.add_argument("--config", help="YAML file with config values (see config.yaml of any run)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one value, e.g. train.lr=3e-4")
-    tr.add_argument("--max-steps", type=int)
-    tr.add_argument("--batch-size", type=int)
-    tr.add_argument("--crop-size", type=int)
-    tr.add_argument("--seed", type=int)
+    tr.add_argument("--max-steps", type=int, help="training steps (default: the preset's)")
+    tr.add_argument("--batch-size", type=int, help="samples per step and process (default: the preset's)")
+    tr.add_argument("--crop-size", type=int, help="square training crop in pixels (default: the preset's)")
+    tr.add_argument("--seed", type=int, help="random seed of weights and batches (default: the config's)")
     tr.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     tr.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
     tr.add_argument("--resume", nargs="?", const="latest", help="continue from the latest checkpoint in RUN_DIR "
                     "(or the given one)")
     tr.add_argument("--overwrite", action="store_true", help="replace a previous run in RUN_DIR")
+    _add_threads(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train)
 
-    pr = sub.add_parser("predict", help="z-augment a stack with a model or a classical interpolation")
+    pr = _subcommand(sub, "predict", "z-augment a stack with a model or a classical interpolation",
+                     "By default the shipped ZAugNet doubles the number of slices (n -> 2n - 1) after a "
+                     "self-check on your stack's own slices: it is used only where it beats cubic "
+                     "interpolation there, else cubic interpolation is. Original slices are copied bit for "
+                     "bit; dtype, intensities and voxel size (with the new z spacing) are kept.",
+                     "  zaugnet predict my_stack.tif -o my_stack_x2.tif --figure views.png\n"
+                     "  zaugnet predict my_stack.tif -o my_stack_x3.tif --model bioimageio_models/zaugnet_plus "
+                     "--factor 3\n"
+                     "  zaugnet predict big.ome.zarr -o big_x2.zarr --method model\n")
     pr.add_argument("input", help="TIFF / OME-TIFF stack (3D, 4D t-z-y-x, or multichannel z-c-y-x), or an "
                     "OME-Zarr (with an output ending in .zarr)")
     pr.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF), or "
@@ -514,22 +556,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "OME-Zarr); linear, cubic: classical axial interpolation")
     pr.add_argument("--factor", type=int, help="new slices per gap + 1 (default 2; ZAugNet: 2, 4, 8, ...)")
     pr.add_argument("--z-positions", type=_finite, nargs="+", metavar="Z",
-                       help="relative positions in (0, 1) of the new slices in every gap (ZAugNet+)")
+                    help="relative positions in (0, 1) of the new slices in every gap (ZAugNet+, ZAugNet-C)")
     pr.add_argument("--target-spacing", type=_finite, help="output z spacing (same unit as the voxel size)")
     pr.add_argument("--input-z", help="z coordinates of the input slices (file or comma-separated list), for "
                     "non-uniform spacing with --target-spacing")
     pr.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     pr.add_argument("--weight-format", choices=WEIGHT_FORMATS, help="which weights of a BioImage.IO package to "
                     "run (default: pytorch_state_dict into zaugnet's own network, else onnx; neither runs code "
-                    "from the package). torchscript RUNS THE PACKAGE'S CODE (TorchScript "
-                    "is a program): choose it only for packages you trust")
+                    "from the package). torchscript RUNS THE PACKAGE'S CODE (TorchScript is a program): choose "
+                    "it only for packages you trust")
     pr.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
-    pr.add_argument("--tile", type=int, default=512, help="tile side in pixels, a multiple of 16 "
-                    "(default 512)")
-    pr.add_argument("--halo", type=int, default=128, help="context around each tile in pixels "
-                    "(default 128)")
+    pr.add_argument("--tile", type=int, default=512, help="tile side in pixels, a multiple of 16; OME-Zarr: "
+                    "the side of each block (default 512)")
+    pr.add_argument("--halo", type=int, default=128, help="context around each tile in pixels (default 128)")
     pr.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
-    pr.add_argument("--workers", type=int, help="OME-Zarr output: dask worker threads (default: automatic)")
+    pr.add_argument("--workers", type=int, help="OME-Zarr output: dask worker threads (default: automatic); "
+                    "they share --threads")
+    _add_threads(pr)
     pr.add_argument("--figure", help="also write a PNG of orthogonal views (XZ, YZ) before and after")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output (and discard a partial "
                     "OME-Zarr output)")
@@ -538,8 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
 
-    ev = sub.add_parser("evaluate", help="the paper's protocol: drop slices of high-resolution stacks, predict "
-                        "them back, score RMSE / PSNR / SSIM (8-bit scale and native units)")
+    ev = _subcommand(sub, "evaluate", "the paper's protocol: drop slices of high-resolution stacks, predict "
+                     "them back, score RMSE / PSNR / SSIM (8-bit scale and native units)",
+                     "Writes metrics.csv, orthogonal views and per-slice PSNR figures into the output folder "
+                     "(all at the end, so a failure leaves nothing).",
+                     "  zaugnet evaluate stack.tif -o results/ --model bioimageio_models/zaugnet --methods "
+                     "linear cubic auto --factor 4\n")
     ev.add_argument("stacks", nargs="+", help="high-resolution TIFF stacks or folders of them (ground truth)")
     ev.add_argument("-o", "--output", required=True, help="folder for metrics.csv and figures")
     ev.add_argument("--model", action="append", help="a trained model to score: checkpoint, package, URL or "
@@ -554,11 +601,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fid-weights", help="local Inception-v3 TorchScript file for FID (optional)")
     ev.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     ev.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
+    _add_threads(ev)
     ev.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     ev.set_defaults(func=_cmd_evaluate)
 
-    ex = sub.add_parser("export", help="package a trained model for BioImage.IO, deepImageJ and the model zoo "
-                        "(TorchScript, ONNX, state dict; tested with bioimageio.core before it is written)")
+    ex = _subcommand(sub, "export", "package a trained model for BioImage.IO, deepImageJ and the model zoo",
+                     "TorchScript, ONNX and a state dict, checked against each other and with bioimageio.core's "
+                     "test before anything is written.",
+                     "  zaugnet export runs/a/final.pt -o zaugnet_model.zip --sample stack.tif\n"
+                     "  zaugnet export runs/a/final.pt -o models/zaugnet   # a folder, as deepImageJ takes it\n")
     ex.add_argument("checkpoint", help="training checkpoint, e.g. RUN_DIR/final.pt")
     ex.add_argument("-o", "--output", required=True, help="PACKAGE.zip, or a folder")
     ex.add_argument("--sample", help="a stack whose middle slices become the test/sample tensors and cover "
@@ -566,12 +617,33 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--name", help="model name in the package")
     ex.add_argument("--documentation", help="a markdown file appended to the package's Validation section "
                     "(e.g. benchmarks/results/accuracy.md)")
-    ex.add_argument("--figure", action="append", help="an image attached to the package and shown in its "
-                    "documentation (repeatable)")
+    ex.add_argument("--figure", action="append", help="a PNG or JPEG image attached to the package and shown in "
+                    "its documentation (repeatable)")
     ex.add_argument("--axes", help="axes of a --sample without metadata")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing package")
     ex.set_defaults(func=_cmd_export)
     return parser
+
+
+def _cores() -> int:
+    """CPU cores this process may run on (its affinity, which job schedulers and containers set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """``--threads`` (default: the cores this process may use) for torch's intra-op pool."""
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise InputError("--threads", f"must be at least 1, got {threads}")
+    if "threads" in args:
+        import torch
+
+        # torchrun: the processes on this node share its cores
+        per_process = max(1, _cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        torch.set_num_threads(threads or per_process)
 
 
 class Terminated(KeyboardInterrupt):
@@ -588,6 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        _set_threads(args)
         args.func(args)
     except InputError as err:
         print(f"zaugnet: error: {err}", file=sys.stderr)

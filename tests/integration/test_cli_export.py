@@ -25,7 +25,7 @@ def test_export_command_writes_a_tested_package_that_predict_accepts(tiny_checkp
                  "--documentation", str(table), "--figure", str(figure)]) == 0
     with zipfile.ZipFile(pkg) as zf:
         rdf = yaml.safe_load(zf.read("rdf.yaml"))
-        documentation = zf.read(rdf["documentation"]["source"]).decode()
+        documentation = zf.read(rdf["documentation"]).decode()
         names = zf.namelist()
     assert rdf["format_version"].startswith("0.5") and [i["id"] for i in rdf["inputs"]]
     assert {"torchscript", "onnx", "pytorch_state_dict"} <= set(rdf["weights"])

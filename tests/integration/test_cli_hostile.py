@@ -199,9 +199,9 @@ def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(tmp_path: Path,
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
     seen = ""
-    while "pairs" not in seen and time.monotonic() < deadline:  # the progress bar of the model's pass
+    while "new slices" not in seen and time.monotonic() < deadline:  # the progress bar of the model
         seen += proc.stderr.read(1)
-    assert "pairs" in seen, seen
+    assert "new slices" in seen, seen
     proc.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=60)
     assert proc.returncode == 143, seen + rest

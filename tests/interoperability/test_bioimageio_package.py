@@ -16,7 +16,9 @@ import yaml
 from support import assert_bioimageio_test_passed, listing
 
 from zaugnet.cli import main
-from zaugnet.export.bioimageio import NO_MAINTAINER_WARNING, Verdict, channel_names, export_model, judge_summary
+from zaugnet.export.bioimageio import (JDLL_FORMAT_VERSION, NO_MAINTAINER_WARNING, PAPER, PAPER_DATA, Verdict,
+                                       channel_names, export_model, jdll_compatible_rdf, judge_summary,
+                                       model_id_from_name)
 from zaugnet.export.load import load_interpolator
 from zaugnet.export.onnx import onnx_session, run_onnx
 from zaugnet.export.parity import TOLERANCE, relative_error
@@ -87,11 +89,18 @@ def parity_stack() -> np.ndarray:
 def test_package_describes_the_student_for_bioimageio_and_deepimagej(variant: str, packages) -> None:
     rdf = _rdf(packages[variant])
     with_dpm = variant != "zaugnet"
-    assert rdf["format_version"].startswith("0.5") and rdf["type"] == "model"
+    # the form deepImageJ 3.1 (JDLL 0.6.1) reads: a quoted "0.5.10", plain file names, an id
+    with zipfile.ZipFile(packages[variant]) as zf:
+        text = zf.read("rdf.yaml").decode()
+    assert f'\nformat_version: "{JDLL_FORMAT_VERSION}"\n' in text and rdf["type"] == "model"
+    assert rdf["documentation"] == "README.md" and rdf["covers"] == ["cover.png"]
+    assert rdf["id"] == model_id_from_name(rdf["name"]) and rdf["id"].startswith(slug(variant).replace("_", "-"))
     assert rdf["name"] and rdf["description"] and rdf["authors"] and rdf["license"] == "MIT" and rdf["version"]
     assert "github_user" not in str(rdf["authors"]) and rdf.get("maintainers", []) == []
     assert any("ZAugNet for Z-Slice Augmentation" in c["text"] and c["url"].startswith("https://arxiv.org/abs/")
-               for c in rdf["cite"])
+               and c["doi"] == PAPER["doi"] == "10.48550/arXiv.2503.04843" for c in rdf["cite"])
+    assert any(c.get("doi") == PAPER_DATA["doi"] == "10.5281/zenodo.14961732" for c in rdf["cite"])
+    assert rdf["links"] == ["deepimagej/deepimagej"] and "training_data" not in rdf
     assert {"deepimagej", "pytorch", "2d", "fluorescence-light-microscopy"} <= set(rdf["tags"])
     (inp,), (out,) = rdf["inputs"], rdf["outputs"]
     channels = {"zaugnet": ["slice_0", "slice_1"], "zaugnet+": ["slice_0", "slice_1", "dpm"],
@@ -119,10 +128,12 @@ def test_package_describes_the_student_for_bioimageio_and_deepimagej(variant: st
     assert rdf["config"]["deepimagej"]["allow_tiling"] is True
     with zipfile.ZipFile(packages[variant]) as zf:
         names = set(zf.namelist())
-        doc = zf.read(rdf["documentation"]["source"]).decode()
-        cover = zf.read(rdf["covers"][0]["source"])
+        doc = zf.read(rdf["documentation"]).decode()
+        cover = zf.read(rdf["covers"][0])
         test_input = np.load(zf.open(inp["test_tensor"]["source"]))
     assert "# Validation" in doc and f"format version {zconf['torchscript_archive_version']}" in doc
+    assert "## deepImageJ and the BioImage.IO model zoo" in doc and f"`{rdf['id']}`" in doc
+    assert "BIOIMAGEIO_PERFORM_IO_CHECKS=false bioimageio validate-format ./package" in doc and "training_data" in doc
     assert cover[:8] == b"\x89PNG\r\n\x1a\n"
     assert inp["sample_tensor"]["source"].endswith(".tif") and inp["test_tensor"]["source"].endswith(".npy")
     assert test_input.shape == (1, len(channels), 64, 96) and test_input.dtype == np.float32
@@ -136,6 +147,55 @@ def test_package_describes_the_student_for_bioimageio_and_deepimagej(variant: st
         assert weights["pytorch_state_dict"]["architecture"]["kwargs"]["context_slices"] == 4
         assert "zaugnet-c" in rdf["tags"] and rdf["name"] == "ZAugNet-C z-slice interpolation"
         assert "repeat the edge slice" in doc and "NOT clamped" in doc and "zaugnet_c.ijm" in doc
+
+
+def test_jdll_form_keeps_everything_but_documentation_covers_and_format_version() -> None:
+    spec_written = ("%YAML 1.2\n---\nname: A model\nid: a-model\ncovers:\n  - source: cover.png\n    sha256: ab\n"
+                    "documentation:\n  source: README.md\n  sha256: cd\nattachments:\n  - source: f.png\n"
+                    "    sha256: ef\nformat_version: 0.5.12\ntype: model\nweights:\n  onnx:\n"
+                    "    source: m.onnx\n    sha256: '01'\n")
+    text = jdll_compatible_rdf(spec_written)
+    assert text == ('%YAML 1.2\n---\nname: A model\nid: a-model\ncovers:\n  - cover.png\ndocumentation: README.md\n'
+                    'attachments:\n  - source: f.png\n    sha256: ef\nformat_version: "0.5.10"\ntype: model\n'
+                    "weights:\n  onnx:\n    source: m.onnx\n    sha256: '01'\n")
+    assert jdll_compatible_rdf(text) == text  # idempotent
+    with pytest.raises(ValueError, match="no id"):
+        jdll_compatible_rdf(spec_written.replace("id: a-model\n", ""))
+    with pytest.raises(ValueError, match="format 0.5"):
+        jdll_compatible_rdf(spec_written.replace("0.5.12", "0.6.0"))
+
+
+def test_model_id_from_name() -> None:
+    assert model_id_from_name("ZAugNet z-slice interpolation") == "zaugnet-z-slice-interpolation"
+    assert model_id_from_name("ZAugNet+ z-slice interpolation") == "zaugnet-plus-z-slice-interpolation"
+    assert model_id_from_name("ZAugNet-C z-slice interpolation") == "zaugnet-c-z-slice-interpolation"
+    assert model_id_from_name("My_Model (v2)") == "my-model-v2"
+    assert model_id_from_name("(+)") == "plus" and model_id_from_name("( )") == "zaugnet-model"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cover_is_an_input_output_pair_without_text(variant: str, packages) -> None:
+    """2:1, left the gap's two input slices overlaid (slice_0 magenta, slice_1 green), right the prediction in
+    grey, at least 256 px high; rebuilt from the package's test tensors it is the same image."""
+    import matplotlib.image
+
+    from zaugnet.export.bioimageio import _write_cover
+
+    rdf = _rdf(packages[variant])
+    with zipfile.ZipFile(packages[variant]) as zf:
+        cover = matplotlib.image.imread(zf.open(rdf["covers"][0]), format="png")
+        test_input = np.load(zf.open(rdf["inputs"][0]["test_tensor"]["source"]))
+        test_output = np.load(zf.open(rdf["outputs"][0]["test_tensor"]["source"]))
+    h, w = cover.shape[:2]
+    assert w == 2 * h and h >= 256 and cover.shape[2] == 3
+    left, right = cover[:, : w // 2], cover[:, w // 2:]
+    assert np.array_equal(left[..., 0], left[..., 2]) and not np.array_equal(left[..., 0], left[..., 1])
+    assert np.array_equal(right[..., 0], right[..., 1]) and np.array_equal(right[..., 0], right[..., 2])
+    k = N_SLICES[variant]
+    rebuilt = Path(packages[variant]).with_name(f"{slug(variant)}_cover.png")
+    _write_cover(rebuilt, test_input[0, :k], test_output[0, 0])
+    with zipfile.ZipFile(packages[variant]) as zf:
+        assert rebuilt.read_bytes() == zf.read(rdf["covers"][0])
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -265,6 +325,8 @@ def test_export_refuses_bad_inputs_before_doing_anything(tiny_checkpoints, tmp_p
         export_model(tmp_path / "missing.pt", tmp_path / "b.zip")
     with pytest.raises(InputError, match="github_user"):
         export_model(tiny_checkpoints["zaugnet"], tmp_path / "c.zip", authors=[{"name": "A", "github_user": "a"}])
+    with pytest.raises(InputError, match="not a valid BioImage.IO description"):
+        export_model(tiny_checkpoints["zaugnet"], tmp_path / "d.zip", model_id="Not a valid id")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.zip"]
 
 

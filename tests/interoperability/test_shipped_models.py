@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import yaml
 from support import assert_bioimageio_test_passed
 
+from zaugnet.export import bioimageio as bio
 from zaugnet.export.load import DEFAULT_MODEL, SHIPPED_MODELS, load_interpolator
 from zaugnet.training.baselines import interpolate_axial
 from zaugnet.training.io import read_stack
@@ -29,7 +32,7 @@ def test_shipped_package_is_complete_small_documented_and_loads(folder: str) -> 
     assert rdf["config"]["zaugnet"]["variant"] == SHIPPED[folder]
     size_mb = sum(p.stat().st_size for p in package.rglob("*") if p.is_file()) / 2**20
     assert size_mb < MAX_PACKAGE_MB, size_mb
-    doc = (package / rdf["documentation"]["source"]).read_text()
+    doc = (package / rdf["documentation"]).read_text()
     assert "# Validation" in doc and "PSNR gain over cubic (dB)" in doc and "mitograph_yeast_mito_test001.tif" in doc
     model = load_interpolator(package)  # checks every file's sha256 against the rdf
     assert model.variant == SHIPPED[folder]
@@ -39,6 +42,37 @@ def test_shipped_package_is_complete_small_documented_and_loads(folder: str) -> 
     pred = model.predict_windows(windows, [0.5])[0]
     cubic = interpolate_axial(volume, np.array([1.5]), "cubic")[0]
     assert np.abs(pred - cubic).mean() > 1e-3 * float(volume.max() - volume.min())
+
+
+@pytest.mark.parametrize("folder", list(SHIPPED))
+def test_shipped_package_is_what_the_export_writes_now(folder: str, packages) -> None:
+    """Issue 16: the rdf in the form deepImageJ 3.1 reads, with the export's metadata and its fields in the order
+    the export writes them (compared with a fresh export); the README holds the export's text and build.sh's
+    training data; the cover is the export's, rebuilt from the package's own test tensors."""
+    package = SHIPPED_MODELS / folder
+    text = (package / "rdf.yaml").read_text()
+    rdf = yaml.safe_load(text)
+    with zipfile.ZipFile(packages[SHIPPED[folder]]) as zf:
+        fresh = yaml.safe_load(zf.read("rdf.yaml"))
+    assert bio.jdll_compatible_rdf(text) == text
+    assert '\nformat_version: "0.5.10"\n' in text and text.startswith("%YAML 1.2\n---\n")
+    assert rdf["documentation"] == "README.md" and rdf["covers"] == ["cover.png"]
+    assert rdf["id"] == bio.model_id_from_name(rdf["name"])
+    assert list(rdf) == list(fresh)
+    assert rdf["cite"] == fresh["cite"] and rdf["links"] == fresh["links"] == ["deepimagej/deepimagej"]
+    assert rdf["authors"] == [{"name": "ZAugNet team"}] and rdf["maintainers"] == []
+    doc = (package / "README.md").read_text()
+    assert bio._zoo_section(rdf["id"]) + "\n# Validation\n" in doc and bio.TRAINING_DATA_NOTE in doc
+    assert "- " + bio._cover_line(0.5) + "\n" in doc
+    training_data = re.search(r"<<'EOF'\n(.*?\n)EOF\n", (SHIPPED_MODELS / "build.sh").read_text(), re.S).group(1)
+    assert "\n\n" + training_data + "\n# Accuracy: " in doc
+    import matplotlib.image
+
+    test_input, test_output = np.load(package / "test_input.npy"), np.load(package / "test_output.npy")
+    k = 4 if SHIPPED[folder] == "zaugnet-c" else 2  # image channels
+    rebuilt = Path(str(packages[SHIPPED[folder]]) + f".{folder}_cover.png")
+    bio._write_cover(rebuilt, test_input[0, :k], test_output[0, 0])
+    assert np.array_equal(matplotlib.image.imread(rebuilt), matplotlib.image.imread(package / "cover.png"))
 
 
 @pytest.mark.slow

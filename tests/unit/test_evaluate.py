@@ -135,7 +135,7 @@ def test_scores_of_a_hand_computed_example() -> None:
 def test_kept_slices_are_never_scored(phantom: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
     gt = phantom.astype(np.float64)
 
-    def oracle(volume: np.ndarray, positions: np.ndarray, method: object) -> np.ndarray:
+    def oracle(volume: np.ndarray, positions: np.ndarray, method: object, progress: bool = False) -> np.ndarray:
         """Right on every predicted slice, wrong (zero) on every kept one."""
         f = round((len(positions) - 1) / (len(volume) - 1))
         out = gt[np.round(positions * f).astype(int)].astype(np.float32)
