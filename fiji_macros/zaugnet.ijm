@@ -1,38 +1,57 @@
-// zaugnet.ijm - ZAugNet z-slice interpolation of a z-stack through deepImageJ, pair by pair.
+// zaugnet.ijm - ZAugNet z-slice interpolation of a z-stack through deepImageJ.
 //
 // ZAugNet predicts the slice midway between two neighbouring z-slices. For a factor 2^k this macro runs
-// k passes; in each pass every neighbouring pair becomes ONE 2-channel image [slice_0, slice_1]
-// (channels, not slices: deepImageJ maps ImageJ channels to the model's channel axis and slices to the
-// batch axis), deepImageJ runs our BioImage.IO package on it, and the predicted slice is put between the
-// two. n slices become factor * (n - 1) + 1, the voxel depth is divided by the factor.
+// k passes; in each pass every neighbouring pair becomes ONE 2-channel image [slice_0, slice_1], deepImageJ
+// runs our BioImage.IO package on all of them, and the predicted slices are put between the two. n slices
+// become factor * (n - 1) + 1, the voxel depth is divided by the factor.
 //
-// Same numbers as `zaugnet predict STACK -o OUT --model PACKAGE --factor F`: the pair goes to the model
-// as 32-bit, intermediate passes stay 32-bit, the result is converted back to the input's bit depth
-// (8/16-bit: rounded to nearest, clipped to the type's range; 32-bit unchanged), and the original slices
-// are copied unchanged. Slices whose width/height are not valid model sizes (32 + n*16) are mirror-padded
-// at the bottom/right (as the network pads itself) and the prediction is cropped back.
-//
-// Needs: Fiji with deepImageJ (update site "DeepImageJ") and its PyTorch (TorchScript) engine, and a
-// ZAugNet package as a FOLDER holding rdf.yaml (`zaugnet export final.pt -o MODEL_FOLDER`).
-// Written for deepImageJ's current macro syntax (master / 3.1.x, 2025):
+// Needs: Fiji with deepImageJ (update site "DeepImageJ"; its first run downloads the Java engines, see
+// fiji_macros/README.md) and a ZAugNet package as a FOLDER holding rdf.yaml, given by its ABSOLUTE path
+// (`zaugnet export final.pt -o MODEL_FOLDER`).
+// Written for deepImageJ's current macro syntax (master / 3.1.x, 2025), whose call returns once the outputs
+// are written:
 //   run("DeepImageJ Run", "model_path=... input_path=... output_folder=... display_output=null")
 // Older releases need another call: change only zaRunDeepImageJ() below (see fiji_macros/README.md).
 //
-// Interactive: open a z-stack, Plugins > Macros > Run... > zaugnet.ijm, choose the model folder and factor.
+// ONE deepImageJ call carries many gaps: deepImageJ maps ImageJ channels to the model's channel axis and
+// SLICES to its batch axis, so up to `batch` images (one per gap and position) go as the slices of one
+// hyperstack whose channels are the model's input channels. deepImageJ loads the model once per call; a stack
+// needs one call per pass (ZAugNet: one pass per factor of 2), more only when a pass has more than `batch`
+// images (default: as many as fit in 256 MB of 32-bit input per call).
+//
+// Same numbers as `zaugnet predict STACK -o OUT --model PACKAGE --factor F`: the slices go to the model as
+// 32-bit, ZAugNet's intermediate passes stay 32-bit, the result is converted back to the input's bit depth
+// (8/16-bit: rounded to nearest, clipped to the type's range; 32-bit unchanged), and the original slices are
+// copied unchanged. Slices whose width/height are not valid model sizes (32 + n*16) are mirror-padded at the
+// bottom/right (as the network pads itself) and the predictions are cropped back.
+//
+// Interactive: open a z-stack, Plugins > Macros > Run... > zaugnet.ijm, choose the model folder and
+// the factor.
 // Batch / scripted (key=value; [brackets] around values with spaces):
 //   ImageJ-linux64 --headless -batch zaugnet.ijm "model=/models/zaugnet input=/data/stack.tif factor=4 output=/data/stack_x4.tif"
 //   runMacro("zaugnet.ijm", "model=/models/zaugnet factor=2");     // on the current image, result left open
-// Keys: model (required), factor (2, 4, 8, ...; default 2), input (file; default: the current image),
-//   output (file to save the result; required in -batch mode), output_id (the model's output tensor id;
-//   default: read from rdf.yaml), wait (seconds to wait for deepImageJ's output file; default 60).
+// Keys: model (required; the package folder's absolute path),
+//   factor (2, 4, 8, ...; default 2),
+//   input (file; default: the current image), output (file to save the result; required in -batch mode),
+//   batch (images, one per gap and position, per deepImageJ call; default: as many as fit in 256 MB),
+//   output_id (the model's output tensor id; default: read from rdf.yaml), wait (seconds to wait for
+//   deepImageJ's output after its call returned; default 0: deepImageJ 3.1 writes it before returning).
+//
+// GENERATED from fiji_macros/zaugnet.ijm.in by fiji_macros/generate_macros.py (zaugnet.ijm, zaugnet_plus.ijm and
+// zaugnet_c.ijm differ only in this header and the three lines below): edit the template, then run
+//   python fiji_macros/generate_macros.py
 
 var ZA_MACRO = "zaugnet.ijm";
+var ZA_VARIANT = "zaugnet";
+var ZA_NAME = "ZAugNet";
 var ZA_TAG = "";
 var ZA_TMP_IDS = newArray(0);
 var ZA_TMP_DIR = "";
 var ZA_SCALING = "";
 var ZA_ORIG_SLICE = 0;
 var ZA_ORIG_ID = 0;
+var ZA_CALLS = 0;
+var ZA_BATCH_BYTES = 268435456;
 
 zaMain();
 
@@ -41,49 +60,104 @@ function zaMain() {
     ZA_SCALING = call("ij.process.ImageConverter.getDoScaling");
     startedInBatch = is("batch mode");
     noGui = zaNoGui();
+    prefKey = replace(ZA_MACRO, "\\.ijm$", "") + ".model";
+    keys = newArray("model", "factor", "input", "output", "output_id", "batch", "wait");
+    if (ZA_VARIANT != "zaugnet")
+        keys = Array.concat(keys, "positions");
     args = getArgument();
+    positionsText = "";
     if (args == "") {
         if (noGui)
-            zaFail("no parameters; run it as  -batch zaugnet.ijm \"model=MODEL_FOLDER input=STACK.tif factor=2 output=OUT.tif\"");
+            zaFail("no parameters; run it as  -batch " + ZA_MACRO + " \"model=/path/to/MODEL_FOLDER input=STACK.tif factor=2 output=OUT.tif\"");
         if (nImages == 0)
             zaFail("open a z-stack first (or give input=FILE as macro argument)");
-        Dialog.create("ZAugNet z-slice interpolation (deepImageJ)");
-        Dialog.addDirectory("Model folder (with rdf.yaml)", call("ij.Prefs.get", "zaugnet.model", ""));
-        Dialog.addChoice("Factor (slices per gap + 1)", newArray("2", "4", "8", "16"), "2");
-        Dialog.addMessage("Every neighbouring pair of slices is run through deepImageJ\nas ONE 2-channel image; factor 2^k runs k passes.");
+        Dialog.create(ZA_NAME + " z-slice interpolation (deepImageJ)");
+        Dialog.addDirectory("Model folder (with rdf.yaml)", call("ij.Prefs.get", prefKey, ""));
+        if (ZA_VARIANT == "zaugnet") {
+            Dialog.addChoice("Factor (slices per gap + 1)", newArray("2", "4", "8", "16"), "2");
+            Dialog.addMessage("Factor 2^k runs k passes; in each, every neighbouring pair of slices is ONE\n2-channel image, and all of them go to deepImageJ in one call (a few for large stacks).");
+        } else {
+            Dialog.addNumber("Factor (slices per gap + 1)", 2);
+            Dialog.addString("Positions in (0, 1), optional", "", 20);
+            Dialog.addMessage("Positions (comma-separated, e.g. 0.25,0.5,0.75) replace the factor.\nEvery gap and position is ONE image whose channels are the slices around\nthe gap and the DPM; all of them go to deepImageJ in one call (a few for large stacks).");
+        }
         Dialog.show();
         model = Dialog.getString();
-        factorText = Dialog.getChoice();
-        input = ""; output = ""; outputId = ""; waitText = "60";
-        call("ij.Prefs.set", "zaugnet.model", model);
+        if (ZA_VARIANT == "zaugnet") {
+            factorText = Dialog.getChoice();
+        } else {
+            factorText = "" + Dialog.getNumber();
+            positionsText = zaTrim(Dialog.getString());
+            if (positionsText != "")
+                factorText = "";
+        }
+        input = ""; output = ""; outputId = ""; batchText = ""; waitText = "0";
+        call("ij.Prefs.set", prefKey, model);
     } else {
-        zaCheckKeys(args, newArray("model", "factor", "input", "output", "output_id", "wait"));
+        zaCheckKeys(args, keys);
         model = zaArg(args, "model", "");
-        factorText = zaArg(args, "factor", "2");
+        factorText = zaArg(args, "factor", "");
+        if (ZA_VARIANT != "zaugnet")
+            positionsText = zaArg(args, "positions", "");
         input = zaArg(args, "input", "");
         output = zaArg(args, "output", "");
         outputId = zaArg(args, "output_id", "");
-        waitText = zaArg(args, "wait", "60");
+        batchText = zaArg(args, "batch", "");
+        waitText = zaArg(args, "wait", "0");
         if (noGui && output == "")
             zaFail("give output=FILE.tif: without ImageJ's window (-batch, headless) the result cannot be shown");
     }
-    factor = zaInteger(factorText, "factor");
-    passes = 0;
-    f = factor;
-    while (f > 1 && f % 2 == 0 && passes < 10) { f = f / 2; passes++; }
-    if (factor < 2 || f != 1)
-        zaFail("factor " + factorText + ": ZAugNet predicts midpoints only, so the factor must be 2, 4, 8, ... (1024 at most); use zaugnet_plus.ijm with a ZAugNet+ model for other factors or positions");
+
+    // the positions z in (0, 1) of each gap's new slices; ZAugNet: midpoints, `passes` times
+    passes = 1;
+    if (factorText != "" && positionsText != "")
+        zaFail("give only one of factor= and positions=");
+    if (positionsText != "") {
+        rel = zaPositions(positionsText);
+        label = "_z" + rel.length;
+    } else {
+        if (factorText == "")
+            factorText = "2";
+        factor = zaInteger(factorText, "factor");
+        if (ZA_VARIANT == "zaugnet") {
+            passes = 0;
+            f = factor;
+            while (f > 1 && f % 2 == 0 && passes < 10) { f = f / 2; passes++; }
+            if (factor < 2 || f != 1)
+                zaFail("factor " + factorText + ": ZAugNet predicts midpoints only, so the factor must be 2, 4, 8, ... (1024 at most); use zaugnet_plus.ijm with a ZAugNet+ model for other factors or positions");
+            rel = newArray(1);  // newArray(0.5) would be an array of 0.5 elements
+            rel[0] = 0.5;
+        } else {
+            if (factor < 2 || factor > 1024)
+                zaFail("factor " + factorText + ": must be a whole number from 2 to 1024");
+            rel = newArray(factor - 1);
+            for (j = 1; j < factor; j++)
+                rel[j - 1] = j / factor;
+        }
+        label = "_x" + factor;
+    }
+    label = "_" + replace(replace(ZA_VARIANT, "\\+", "_plus"), "-", "_") + label;
     waitSec = parseFloat(waitText);
-    if (isNaN(waitSec) || waitSec <= 0)
-        zaFail("wait=" + waitText + ": expected a number of seconds > 0");
+    if (isNaN(waitSec) || waitSec < 0)
+        zaFail("wait=" + waitText + ": expected a number of seconds >= 0");
+    perCall = 0;
+    if (batchText != "") {
+        perCall = zaInteger(batchText, "batch");
+        if (perCall < 1)
+            zaFail("batch=" + batchText + ": expected a whole number >= 1 (images per deepImageJ call)");
+    }
 
     model = zaModelFolder(model);
     rdf = File.openAsString(model + File.separator + "rdf.yaml");
     variant = zaRdfVariant(rdf);
-    if (variant == "zaugnet+")
-        zaFail("the model in " + model + " is a ZAugNet+ package (input channels slice_0, slice_1, dpm); use zaugnet_plus.ijm");
-    if (variant == "zaugnet-c")
-        zaFail("the model in " + model + " is a ZAugNet-C package (input channels: " + zaRdfSlices(rdf) + " slices and dpm); use zaugnet_c.ijm");
+    K = 2;
+    if (variant != ZA_VARIANT)
+        zaWrongVariant(model, variant, zaRdfSlices(rdf));
+    if (ZA_VARIANT == "zaugnet-c") {
+        K = zaRdfSlices(rdf);
+        if (K < 4 || K % 2 != 0)
+            zaFail("the model in " + model + " is not a ZAugNet-C package: its input names " + K + " slice channels (need an even number >= 4, then dpm)");
+    }
     if (outputId == "")
         outputId = zaRdfOutputId(rdf);
     zaCheckOutputPath(output, input);
@@ -99,51 +173,77 @@ function zaMain() {
     bd = bitDepth();
     getVoxelSize(vw, vh, vd, unit);
     title = zaStripExtension(getTitle());
+    W = zaValidSize(w);
+    H = zaValidSize(h);
+    channels = K;
+    if (ZA_VARIANT != "zaugnet")
+        channels = K + 1;
+    if (perCall == 0)
+        perCall = maxOf(1, floor(ZA_BATCH_BYTES / (4 * channels * W * H)));
     zaMakeTempDir();
 
-    // 32-bit working copy; every pass interleaves the predicted midpoints
+    // 32-bit working copy; each pass puts rel.length new slices into every gap of the pass's stack, predicted
+    // from the K slices around the gap (the edge slice repeated beyond the stack), in calls of <= perCall gaps
     cur = zaDuplicate32(orig, ZA_TAG + "_pass0");
-    total = 0;
-    m = n;
-    for (p = 1; p <= passes; p++) { total = total + m - 1; m = 2 * m - 1; }
-    done = 0;
+    step = rel.length + 1;
     for (p = 1; p <= passes; p++) {
         selectImage(cur);
         m = nSlices;
-        newImage(ZA_TAG + "_pass" + p, "32-bit black", w, h, 2 * m - 1);
+        newImage(ZA_TAG + "_pass" + p, "32-bit black", w, h, (m - 1) * step + 1);
         nxt = getImageID();
         zaTrack(nxt);
         for (i = 1; i <= m; i++)
-            zaCopySlice(cur, i, nxt, 2 * i - 1);
-        for (i = 1; i < m; i++) {
-            showStatus("ZAugNet: pass " + p + "/" + passes + ", pair " + i + "/" + (m - 1));
-            showProgress(done, total);
-            pred = zaPredict(cur, i, -1, model, outputId, waitSec);
-            zaCopySlice(pred, 1, nxt, 2 * i);
+            zaCopySlice(cur, i, nxt, (i - 1) * step + 1);
+        padded = zaPadded(cur, w, h, W, H);
+        total = (m - 1) * rel.length;
+        for (first = 0; first < total; first += perCall) {
+            count = minOf(perCall, total - first);
+            where = "gaps " + (floor(first / rel.length) + 1) + "-" + (floor((first + count - 1) / rel.length) + 1) + " of " + (m - 1);
+            if (passes > 1)
+                where = where + " (pass " + p + "/" + passes + ")";
+            showStatus(ZA_NAME + ": deepImageJ on " + where);
+            showProgress(first, total);
+            pred = zaPredictGaps(padded, m, K, channels, rel, first, count, w, h, W, H, model, outputId, waitSec, where);
+            for (q = 0; q < count; q++) {
+                item = first + q;
+                i = floor(item / rel.length) + 1;
+                j = item % rel.length;
+                zaCopySlice(pred, q + 1, nxt, (i - 1) * step + 2 + j);
+            }
             zaClose(pred);
-            done++;
         }
+        if (padded != cur)
+            zaClose(padded);
         zaClose(cur);
         cur = nxt;
     }
     showProgress(1);
+    F = step;
+    for (p = 2; p <= passes; p++)
+        F = F * step;
+    uniform = true;
+    for (j = 0; j < rel.length; j++)
+        if (abs(rel[j] - (j + 1) / step) > 1e-9)
+            uniform = false;
+    if (!uniform)
+        print(ZA_MACRO + ": note: non-uniform output spacing: the voxel depth written is the mean spacing");
     openedHere = false;
     if (input != "")
         openedHere = true;
-    result = zaFinish(cur, orig, n, factor, bd, vw, vh, vd / factor, unit, title + "_zaugnet_x" + factor, output, openedHere);
+    result = zaFinish(cur, orig, n, F, bd, vw, vh, vd / F, unit, title + label, output, openedHere);
     zaCleanup();
-    showStatus("ZAugNet: " + n + " -> " + (factor * (n - 1) + 1) + " slices");
+    print(ZA_MACRO + ": " + n + " -> " + ((n - 1) * F + 1) + " slices in " + ZA_CALLS + " deepImageJ call(s)");
+    showStatus(ZA_NAME + ": " + n + " -> " + ((n - 1) * F + 1) + " slices, " + ZA_CALLS + " deepImageJ call(s)");
     if (!startedInBatch) {
         selectImage(result);
         setBatchMode(false);
     }
 }
 
-// ==== shared helpers: keep this block identical in zaugnet.ijm, zaugnet_plus.ijm and zaugnet_c.ijm (a test checks) ====
-
 // The ONE place that calls deepImageJ. Current syntax (deepImageJ master / 3.1.x, snake_case keys); it writes
-// "<input file name without extension>_<output tensor id>.tif" into output_folder. For another deepImageJ
-// release change only this call (e.g. the camelCase keys modelPath= inputPath= outputFolder= displayOutput=).
+// "<input file name without extension>_<output tensor id>.tif" into output_folder before it returns. For
+// another deepImageJ release change only this call (e.g. the camelCase keys modelPath= inputPath=
+// outputFolder= displayOutput=).
 function zaRunDeepImageJ(model, file, outDir) {
     run("DeepImageJ Run", "model_path=" + zaOpt(model) + " input_path=" + zaOpt(file) + " output_folder=" + zaOpt(outDir) + " display_output=null");
 }
@@ -155,55 +255,64 @@ function zaOpt(value) {
     return value;
 }
 
-// The slice predicted between slices i and i+1 of the 32-bit stack src (ZAugNet+: at relative position z;
-// z < 0: ZAugNet, no DPM channel), as a new 32-bit image of the same width and height.
-function zaPredict(src, i, z, model, outputId, waitSec) {
-    return zaPredictWindow(src, newArray(i, i + 1), z, model, outputId, waitSec);
-}
-
-// The slice predicted from the slices numbered in `slices` (1-based, repeats allowed) of the 32-bit stack src,
-// made into ONE image with those slices as its channels, in that order, plus a constant DPM channel holding
-// z when z >= 0 (z < 0: ZAugNet, no DPM). The new slice lies between slices[K/2 - 1] and slices[K/2]
-// (K = slices.length). Returns a new 32-bit image of the same width and height.
-function zaPredictWindow(src, slices, z, model, outputId, waitSec) {
-    selectImage(src);
-    w = getWidth();
-    h = getHeight();
-    channels = slices.length;
-    if (z >= 0)
-        channels++;
-    newImage(ZA_TAG + "_pair", "32-bit black", w, h, channels);
-    pair = getImageID();
-    zaTrack(pair);
-    for (k = 0; k < slices.length; k++)
-        zaCopySlice(src, slices[k], pair, k + 1);
-    selectImage(pair);
-    if (z >= 0) {
-        setSlice(channels);
-        run("Set...", "value=" + d2s(z, 9) + " slice");
+// Predictions for `count` (gap, position) items, item first .. first + count - 1 in gap-major order (item t:
+// gap floor(t / rel.length) + 1, position rel[t % rel.length]), from ONE deepImageJ call. src: the pass's
+// 32-bit stack of m slices, padded to W x H. Each item is one batch element: `channels` ImageJ channels, the
+// K slices around its gap (slices i - K/2 + 1 .. i + K/2, the edge slice repeated beyond the stack) and, except
+// for ZAugNet, a constant DPM plane holding z; the items are the hyperstack's slices (the batch axis).
+// Returns a new 32-bit stack of `count` w x h slices, in item order.
+function zaPredictGaps(src, m, K, channels, rel, first, count, w, h, W, H, model, outputId, waitSec, where) {
+    newImage(ZA_TAG + "_gaps", "32-bit black", W, H, channels * count);
+    img = getImageID();
+    zaTrack(img);
+    for (q = 0; q < count; q++) {
+        item = first + q;
+        i = floor(item / rel.length) + 1;
+        j = item % rel.length;
+        for (k = 0; k < K; k++)
+            zaCopySlice(src, minOf(maxOf(i - K / 2 + 1 + k, 1), m), img, q * channels + k + 1);
+        if (channels > K) {
+            selectImage(img);
+            setSlice(q * channels + channels);
+            run("Set...", "value=" + d2s(rel[j], 9) + " slice");
+        }
     }
-    gap = "" + slices[floor(slices.length / 2) - 1] + "-" + slices[floor(slices.length / 2)];  // "" first, else "-" is arithmetic
-    W = zaValidSize(w);
-    H = zaValidSize(h);
-    zaPadReflect(pair, w, h, W, H);
-    Stack.setDimensions(channels, 1, 1);
-    pairFile = ZA_TMP_DIR + "pair.tif";
+    selectImage(img);
+    Stack.setDimensions(channels, count, 1);
+    file = ZA_TMP_DIR + "gaps.tif";
     outDir = ZA_TMP_DIR + "out" + File.separator;
     zaEmptyFolder(outDir);
-    saveAs("Tiff", pairFile);
-    zaClose(pair);
+    saveAs("Tiff", file);
+    zaClose(img);
     before = zaImageIds();
-    zaRunDeepImageJ(model, pairFile, outDir);
+    exceptions = zaCountExceptionWindows();
+    logBefore = lengthOf(getInfo("log"));
+    zaRunDeepImageJ(model, file, outDir);
+    ZA_CALLS++;
     zaCloseNewImages(before);
-    expected = "pair_" + outputId + ".tif";
-    found = zaWaitForOutput(outDir, expected, waitSec);
-    if (found == "")
-        zaFail("deepImageJ wrote no output for slices " + gap + " (expected " + outDir + expected + " within " + waitSec + " s); see the Log window / console for deepImageJ's error");
+    expected = "gaps_" + outputId + ".tif";
+    found = zaOutputFile(outDir, expected);
+    if (found == "") {
+        // deepImageJ reports a failure as a Java exception: ImageJ shows it in an "Exception" window (with its
+        // main window) or prints it (without: -batch, headless; also the console of Fiji), and the macro goes on
+        failure = zaNewException(exceptions, logBefore);
+        if (failure != "")
+            zaFail("deepImageJ failed on " + where + ": " + failure);
+        if (waitSec > 0)
+            found = zaWaitForOutput(outDir, expected, waitSec);
+        if (found == "" && waitSec > 0)
+            zaFail("deepImageJ wrote no output for " + where + " within " + waitSec + " s after its call returned (expected " + outDir + expected + "); its error is in the console (Fiji: Window > Console) or the Log window");
+        if (found == "")
+            zaFail("deepImageJ failed on " + where + ": its call returned without writing " + outDir + expected + "; its error is in the console (Fiji: Window > Console) or the Log window. (Only for a deepImageJ build whose call returns before its output is written, give wait=SECONDS.)");
+    }
     open(found);
     pred = getImageID();
     zaTrack(pred);
-    if (getWidth() != W || getHeight() != H || nSlices != 1)
-        zaFail("deepImageJ's output " + found + " is " + getWidth() + "x" + getHeight() + "x" + nSlices + ", expected one " + W + "x" + H + " image (is this a ZAugNet package?)");
+    getDimensions(ow, oh, oc, os, of);
+    if (ow != W || oh != H || oc != 1 || os * of != count)
+        zaFail("deepImageJ's output " + found + " is " + ow + "x" + oh + " with " + oc + " channel(s) and " + (os * of) + " image(s), expected " + count + " image(s) of " + W + "x" + H + ", one per gap (is this a ZAugNet package?)");
+    if (of > 1)
+        Stack.setDimensions(1, count, 1);
     if (bitDepth() != 32)
         run("32-bit");
     if (W != w || H != h) {
@@ -212,8 +321,78 @@ function zaPredictWindow(src, slices, z, model, outputId, waitSec) {
         run("Select None");
     }
     ok = File.delete(found);
-    ok = File.delete(pairFile);
+    ok = File.delete(file);
     return pred;
+}
+
+// Number of open "Exception" windows (ImageJ shows an exception thrown by a command in one).
+function zaCountExceptionWindows() {
+    titles = getList("window.titles");
+    count = 0;
+    for (k = 0; k < titles.length; k++)
+        if (titles[k] == "Exception")
+            count++;
+    return count;
+}
+
+// The exception's line from a new "Exception" window or from text added to the Log window since logBefore;
+// "" if there is none.
+function zaNewException(exceptionsBefore, logBefore) {
+    text = "";
+    if (zaCountExceptionWindows() > exceptionsBefore) {
+        selectWindow("Exception");
+        text = getInfo("window.contents");
+    } else {
+        logText = getInfo("log");
+        if (lengthOf(logText) > logBefore)
+            text = substring(logText, logBefore);
+    }
+    lines = split(text, "\n");
+    for (k = 0; k < lines.length; k++) {
+        line = zaTrim(lines[k]);
+        if (matches(line, "^[A-Za-z_$][\\w.$]*(Exception|Error)(:.*)?$")) {
+            if (lengthOf(line) > 400)
+                line = substring(line, 0, 400) + " ...";
+            where = "the console";
+            if (zaCountExceptionWindows() > exceptionsBefore)
+                where = "its Exception window";
+            return line + " (the whole error is in " + where + ")";
+        }
+    }
+    return "";
+}
+
+// Path of deepImageJ's output in outDir: the expected name, else the only .tif there (a release naming it
+// differently); "" if there is none.
+function zaOutputFile(outDir, expected) {
+    if (File.exists(outDir + expected))
+        return outDir + expected;
+    list = getFileList(outDir);
+    tifs = newArray(0);
+    for (k = 0; k < list.length; k++)
+        if (endsWith(toLowerCase(list[k]), ".tif") || endsWith(toLowerCase(list[k]), ".tiff"))
+            tifs = Array.concat(tifs, list[k]);
+    if (tifs.length == 1)
+        return outDir + tifs[0];
+    return "";
+}
+
+// zaOutputFile once its size is stable; "" after waitSec seconds (deepImageJ builds whose call returns early).
+function zaWaitForOutput(outDir, expected, waitSec) {
+    t0 = getTime();
+    last = -1;
+    while (true) {
+        path = zaOutputFile(outDir, expected);
+        if (path != "") {
+            size = File.length(path);
+            if (size > 0 && size == last)
+                return path;
+            last = size;
+        }
+        if (getTime() - t0 > waitSec * 1000)
+            return "";
+        wait(50);
+    }
 }
 
 // Smallest valid model size (32 + n*16) >= size.
@@ -221,6 +400,18 @@ function zaValidSize(size) {
     if (size <= 32)
         return 32;
     return 32 + 16 * floor((size - 32 + 15) / 16);
+}
+
+// src itself when its slices are W x H already, else a new copy mirror-padded to W x H (see zaPadReflect).
+function zaPadded(src, w, h, W, H) {
+    if (W == w && H == h)
+        return src;
+    selectImage(src);
+    run("Duplicate...", "title=" + ZA_TAG + "_padded duplicate");
+    id = getImageID();
+    zaTrack(id);
+    zaPadReflect(id, w, h, W, H);
+    return id;
 }
 
 // Mirror-pad (reflect, edge not repeated) the bottom rows and right columns of every slice of image id
@@ -244,36 +435,6 @@ function zaPadReflect(id, w, h, W, H) {
             for (y = 0; y < H; y++)
                 setPixel(x, y, getPixel(src, y));
         }
-    }
-}
-
-// Path of deepImageJ's output in outDir (the expected name, else the only .tif there), once its size is
-// stable; "" after waitSec seconds. Waiting also covers deepImageJ versions whose macro call returns early.
-function zaWaitForOutput(outDir, expected, waitSec) {
-    t0 = getTime();
-    last = -1;
-    while (true) {
-        path = "";
-        if (File.exists(outDir + expected)) {
-            path = outDir + expected;
-        } else {
-            list = getFileList(outDir);
-            tifs = newArray(0);
-            for (k = 0; k < list.length; k++)
-                if (endsWith(toLowerCase(list[k]), ".tif") || endsWith(toLowerCase(list[k]), ".tiff"))
-                    tifs = Array.concat(tifs, list[k]);
-            if (tifs.length == 1)
-                path = outDir + tifs[0];
-        }
-        if (path != "") {
-            size = File.length(path);
-            if (size > 0 && size == last)
-                return path;
-            last = size;
-        }
-        if (getTime() - t0 > waitSec * 1000)
-            return "";
-        wait(50);
     }
 }
 
@@ -415,12 +576,27 @@ function zaCheckDeepImageJ() {
         zaFail("deepImageJ is not installed: the command 'DeepImageJ Run' is missing. In Fiji: Help > Update... > Manage update sites > tick 'DeepImageJ', apply, restart Fiji");
 }
 
-// The model folder (holding rdf.yaml) from a folder or rdf.yaml path.
+// True for an absolute path (Windows: with a drive letter or a \\server share, as Java's File.isAbsolute).
+function zaIsAbsolute(path) {
+    if (startsWith(getInfo("os.name"), "Windows"))
+        return matches(path, "^([A-Za-z]:[\\\\/]|\\\\\\\\).*");
+    return startsWith(path, "/");
+}
+
+// The model folder (holding rdf.yaml) from a folder or rdf.yaml path, which must be absolute: deepImageJ
+// looks for a relative model_path in Fiji.app/models and then by name on bioimage.io, not in this folder.
 function zaModelFolder(model) {
     if (model == "")
-        zaFail("no model folder given (model=FOLDER holding rdf.yaml)");
+        zaFail("no model folder given (model=FOLDER holding rdf.yaml, its absolute path)");
     while (lengthOf(model) > 1 && (endsWith(model, "/") || endsWith(model, "\\")))
         model = substring(model, 0, lengthOf(model) - 1);
+    if (!zaIsAbsolute(model)) {
+        hint = "";
+        cwd = getDirectory("cwd");
+        if (cwd != "" && File.exists(cwd + model))
+            hint = " (here: model=" + zaOpt(cwd + model) + ")";
+        zaFail("model=" + model + " is a relative path: deepImageJ would look for it in Fiji.app/models and then on bioimage.io, not in the current folder; give the absolute path of the package folder" + hint);
+    }
     if (endsWith(model, "rdf.yaml") && !File.isDirectory(model))
         model = File.getParent(model);
     if (endsWith(toLowerCase(model), ".zip"))
@@ -430,6 +606,17 @@ function zaModelFolder(model) {
     if (!File.exists(model + File.separator + "rdf.yaml"))
         zaFail("wrong model folder " + model + ": no rdf.yaml in it (export one with `zaugnet export final.pt -o FOLDER`)");
     return model;
+}
+
+// Stop: the package in `model` is of another variant (K: its slice channels) than this macro's.
+function zaWrongVariant(model, variant, K) {
+    if (variant == "zaugnet")
+        zaFail("the model in " + model + " is a ZAugNet package (input channels slice_0, slice_1, no dpm); use zaugnet.ijm");
+    if (variant == "zaugnet+")
+        zaFail("the model in " + model + " is a ZAugNet+ package (input channels slice_0, slice_1, dpm); use zaugnet_plus.ijm");
+    if (variant == "zaugnet-c")
+        zaFail("the model in " + model + " is a ZAugNet-C package (input channels: " + K + " slices and dpm); use zaugnet_c.ijm");
+    zaFail("the model in " + model + " is not a " + ZA_NAME + " package (its rdf.yaml names no variant and no dpm input channel)");
 }
 
 // "zaugnet" / "zaugnet+" / "zaugnet-c" from the rdf's config (or its input channels), "" if unknown.
@@ -446,6 +633,8 @@ function zaRdfVariant(rdf) {
             return "zaugnet+";
         }
     }
+    if (zaRdfSlices(rdf) == 2)
+        return "zaugnet";
     return "";
 }
 
@@ -671,5 +860,3 @@ function zaFail(message) {
     zaCleanup();
     exit(ZA_MACRO + ": error: " + message);
 }
-
-// ==== end of shared helpers ====

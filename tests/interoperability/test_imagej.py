@@ -5,15 +5,18 @@ What is real and what stands in:
 
 - ImageJ is real: Debian's ImageJ 1.53t (``/usr/share/java/ij.jar``) runs each macro as
   ``xvfb-run -a java -jar ij.jar -batch MACRO "key=value ..."`` (ImageJ 1.53t needs a display for ``run(...)``).
-  Everything the macros do (argument parsing, checks, 2-, 3- and (K + 1)-channel images, mirror padding, TIFF files,
-  passes and interleaving, bit-depth conversion, voxel size, clean-up) runs for real; once more with ImageJ's
-  window (``-macro``), where the macros take their parameters from their dialog.
+  Everything the macros do (argument parsing, checks, the (K + 1)-channel hyperstacks of many gaps, mirror
+  padding, TIFF files, passes and interleaving, bit-depth conversion, voxel size, clean-up, failure detection)
+  runs for real; also with ImageJ's window (``-macro``), where the macros take their parameters from their dialog
+  and deepImageJ's failures open ImageJ's "Exception" window.
 - deepImageJ is NOT: it (and the Java engines it downloads) cannot be installed here (no Fiji, no Maven). Its
   ``DeepImageJ Run`` command is answered by a test-only ImageJ plugin, ``imagej/DeepImageJ_Run.java``, compiled
-  here against ij.jar. It honours deepImageJ's documented file contract (``model_path``, ``input_path`` or the
-  current image, ``output_folder``, output ``<title>_<output tensor id>.tif``; channels -> channel axis, slices ->
-  batch axis) and computes with the real ``bioimageio predict`` command line on the SAME exported package
-  (TorchScript weights, the format deepImageJ runs). No number is faked.
+  here against ij.jar, that follows deepImageJ 3.1's ``runMacro``: it reads the rdf with JDLL 0.6.1's OWN reader
+  (the unmodified JDLL sources of ``../shared/tools/jdll-rdf``, compiled here and loaded into ImageJ's JVM), so it
+  refuses what deepImageJ refuses, with the same exception; it picks the weights in JDLL's order (ONNX first);
+  it maps ImageJ channels to the model's channel axis and slices to its batch axis; it fails as deepImageJ does
+  (an exception out of the command); and it computes with the real ``bioimageio predict`` command line on the
+  SAME exported package with those weights. No number is faked. It logs every call, so the tests count them.
 - With ``FIJI_HOME`` pointing to a Fiji.app that has deepImageJ, an opt-in test runs the same macros through
   pyimagej with the real deepImageJ; it skips, saying so, elsewhere.
 
@@ -24,22 +27,26 @@ plus 1 for integer rounding), voxel depth divided by the factor.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-
-from zaugnet.cli import main
+import yaml
 from zaugnet.export.parity import TOLERANCE
 from zaugnet.training.io import VoxelSize, read_stack, write_stack
 from zaugnet.training.phantoms import simulate_stack
+
+from zaugnet.cli import main
 
 pytestmark = pytest.mark.imagej
 
@@ -50,11 +57,16 @@ PLUS_IJM = MACROS / "zaugnet_plus.ijm"
 C_IJM = MACROS / "zaugnet_c.ijm"
 #: The package variant each macro takes.
 MACRO_VARIANT = {ZAUGNET_IJM: "zaugnet", PLUS_IJM: "zaugnet+", C_IJM: "zaugnet-c"}
+#: Input channels of each variant's model (ZAugNet-C: K = 4 slices and the DPM).
+CHANNELS = {"zaugnet": 2, "zaugnet+": 3, "zaugnet-c": 5}
 HERE = Path(__file__).resolve().parent / "imagej"
-STANDIN_SOURCE = HERE / "DeepImageJ_Run.java"
+STANDIN_SOURCES = (HERE / "DeepImageJ_Run.java", HERE / "Dismiss_Dialogs.java")
 IJ_JAR = Path("/usr/share/java/ij.jar")
 BIOIMAGEIO = Path(sys.executable).with_name("bioimageio")
-#: Seconds for one ImageJ run (each pair costs one ``bioimageio predict`` call, about 4 s on 2 cores). A macro
+#: JDLL 0.6.1's rdf reader (the sources deepImageJ 3.1 runs), and the jars it needs (Debian's).
+JDLL_RDF = ROOT.parent / "shared" / "tools" / "jdll-rdf"
+JDLL_JARS = (Path("/usr/share/java/snakeyaml.jar"), Path("/usr/share/java/gson.jar"))
+#: Seconds for one ImageJ run (each deepImageJ call costs one ``bioimageio predict``, about 4 s on 2 cores). A macro
 #: error makes ImageJ 1.53t show an error dialog (under Xvfb) and wait forever: the timeout ends such runs.
 RUN_TIMEOUT = 150
 
@@ -76,14 +88,36 @@ def imagej() -> Path:
 
 
 @pytest.fixture(scope="session")
-def standin(imagej: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A plugins.dir whose ``plugins/`` holds the compiled test-only ``DeepImageJ_Run`` (stands in for deepImageJ)."""
+def jdll_classpath(imagej: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """JDLL 0.6.1's rdf reader compiled from ``../shared/tools/jdll-rdf/src`` (JDLL's own source files, see its
+    README), as a class path for the stand-in; a skip where the tool or its jars are missing."""
+    src = JDLL_RDF / "src"
+    if not (src / "ReadRdf.java").is_file():
+        pytest.skip(f"JDLL's rdf reader not found at {src} (the shared/ folder beside the checkout)")
+    missing = [str(jar) for jar in JDLL_JARS if not jar.is_file()]
+    if missing:
+        pytest.skip(f"JDLL's reader needs {', '.join(missing)} (apt-get install -y libyaml-snake-java "
+                    "libgoogle-gson-java)")
+    classes = tmp_path_factory.mktemp("jdll") / "classes"
+    done = subprocess.run(["javac", "-nowarn", "-proc:none", "-encoding", "UTF-8",
+                           "-cp", os.pathsep.join(map(str, JDLL_JARS)), "-d", str(classes),
+                           *sorted(map(str, src.rglob("*.java")))], check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shutil.copy(src / "supportedVersions.json", classes)
+    return os.pathsep.join([str(classes), *map(str, JDLL_JARS)])
+
+
+@pytest.fixture(scope="session")
+def standin(imagej: Path, jdll_classpath: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plugins.dir whose ``plugins/`` holds the compiled test-only ``DeepImageJ_Run`` (stands in for deepImageJ,
+    reading rdfs with JDLL's reader) and ``Dismiss_Dialogs``; ``jdll.classpath`` beside it names JDLL's classes."""
     root = tmp_path_factory.mktemp("dij_standin")
     (root / "plugins").mkdir()
-    done = subprocess.run(["javac", "-cp", str(imagej), "-d", str(root / "plugins"), str(STANDIN_SOURCE)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(["javac", "-cp", str(imagej), "-d", str(root / "plugins"), *map(str, STANDIN_SOURCES)],
+                          check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (root / "plugins" / "DeepImageJ_Run.class").is_file()
+    (root / "jdll.classpath").write_text(jdll_classpath)
     return root
 
 
@@ -136,10 +170,13 @@ def macro_args(**options: object) -> str:
 
 def _java(plugins: Path, tmp: Path) -> list[str]:
     """java with ImageJ's plugins.dir, a private java.io.tmpdir and user.home (ImageJ writes its preferences
-    there), and the bioimageio executable for the stand-in."""
+    there), and, for the stand-in, the bioimageio executable and JDLL's classes."""
     tmp.mkdir(parents=True, exist_ok=True)
-    return ["xvfb-run", "-a", "java", f"-Dplugins.dir={plugins}", f"-Djava.io.tmpdir={tmp}", f"-Duser.home={tmp}",
-            f"-Dzaugnet.bioimageio={BIOIMAGEIO}", "-jar", str(IJ_JAR)]
+    cmd = ["xvfb-run", "-a", "java", f"-Dplugins.dir={plugins}", f"-Djava.io.tmpdir={tmp}", f"-Duser.home={tmp}",
+           f"-Dzaugnet.bioimageio={BIOIMAGEIO}"]
+    if (plugins / "jdll.classpath").is_file():
+        cmd.append(f"-Dzaugnet.jdll.classpath={(plugins / 'jdll.classpath').read_text()}")
+    return cmd + ["-jar", str(IJ_JAR)]
 
 
 def _communicate(cmd: list[str], tmp: Path) -> str:
@@ -159,46 +196,83 @@ def _communicate(cmd: list[str], tmp: Path) -> str:
 def run_imagej(macro: Path, args: str, plugins: Path, tmp: Path) -> str:
     """Run ``macro`` with ``args`` in ImageJ 1.53t (-batch, under Xvfb); return stdout + stderr.
 
-    ``plugins`` is ImageJ's plugins.dir; ``tmp`` becomes java.io.tmpdir (where the macro keeps its pair files),
-    user.home and the working directory, so a test can check nothing is left behind.
+    ``plugins`` is ImageJ's plugins.dir; ``tmp`` becomes java.io.tmpdir (where the macro keeps its files for
+    deepImageJ), user.home and the working directory, so a test can check nothing is left behind.
     """
     return _communicate(_java(plugins, tmp) + ["-batch", str(macro), args], tmp)
 
 
 def run_imagej_window(code: str, plugins: Path, tmp: Path) -> str:
     """Run macro ``code`` in ImageJ 1.53t WITH its main window (-macro, under Xvfb), as a user's Fiji would;
-    return the Log window's text. The code must not end in an error (its dialog would wait for a click)."""
+    return the Log window's text. With the stand-in's plugins, ``Dismiss Dialogs`` runs first: a message dialog
+    (a macro's error) is written to the Log and closed instead of waiting for a click."""
     tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "log.txt"
     caller = tmp / "caller.ijm"
-    caller.write_text(code + f'\nFile.saveString(getInfo("log"), "{log}");\nrun("Quit");\n')
+    first = 'run("Dismiss Dialogs");\n' if (plugins / "plugins" / "Dismiss_Dialogs.class").is_file() else ""
+    caller.write_text(first + code + f'\nwait(300);\nFile.saveString(getInfo("log"), "{log}");\nrun("Quit");\n')
     out = _communicate(_java(plugins, tmp) + ["-macro", str(caller)], tmp)
     assert log.is_file(), out
     return log.read_text()
 
 
-_CALL = re.compile(r"DeepImageJ Run \(test stand-in\): (\S+) -> input \((\d+), (\d+), (\d+), (\d+)\), "
-                   r"channel ranges((?: \[\S+, \S+\])+) -> bioimageio predict -> (\S+)")
+_CALL = re.compile(r"^DeepImageJ Run \(test stand-in\): (\S+) -> input \((\d+), (\d+), (\d+), (\d+)\), "
+                   r"weights (\S+) -> bioimageio predict -> (\S+)$")
+_ITEM = re.compile(r"^DeepImageJ Run \(test stand-in\)   batch (\d+): channel ranges((?: \[\S+, \S+\])+)$")
 
 
-def assert_calls(log: str, count: int, shape: tuple[int, int, int, int], dpm: list[float] | None = None,
-                 slices: list[np.ndarray] | None = None) -> None:
-    """deepImageJ was called ``count`` times, each on ONE image that became a ``shape`` (batch, channel, y, x)
-    tensor (the slices as channels, not slices), and wrote ``<title>_<output id>.tif``; ZAugNet+ / ZAugNet-C: the
-    last channel was the constant ``dpm`` value of each call, in order; ``slices``: the image channels of call k
-    had the value ranges of ``slices[k]`` (one 2D array per channel; mirror padding keeps a slice's range)."""
-    calls = _CALL.findall(log)
-    assert len(calls) == count, log
-    for k, (title, *dims, ranges, written) in enumerate(calls):
-        assert tuple(int(d) for d in dims) == shape
-        assert written == f"{title}_output.tif"
-        found = [(float(lo), float(hi)) for lo, hi in re.findall(r"\[(\S+), (\S+)\]", ranges)]
-        if dpm is not None:
-            lo, hi = found[-1]
-            assert lo == hi == np.float32(dpm[k]), (k, lo, hi, dpm[k])
-        if slices is not None:
-            want = [(float(np.float32(s.min())), float(np.float32(s.max()))) for s in slices[k]]
-            assert found[:len(want)] == want, (k, found, want)
+@dataclass
+class Call:
+    """One ``DeepImageJ Run`` the stand-in answered: its input title, tensor shape (batch, channel, y, x),
+    weights, the file written, and per batch element the (min, max) of each channel."""
+    title: str
+    shape: tuple[int, int, int, int]
+    weights: str
+    written: str
+    ranges: list[list[tuple[float, float]]]
+
+
+def deepimagej_calls(log: str) -> list[Call]:
+    """The stand-in's calls, in order, from a run's output."""
+    calls: list[Call] = []
+    for line in log.splitlines():
+        if m := _CALL.match(line):
+            title, b, c, y, x, weights, written = m.groups()
+            calls.append(Call(title, (int(b), int(c), int(y), int(x)), weights, written, []))
+        elif m := _ITEM.match(line):
+            assert calls and int(m.group(1)) == len(calls[-1].ranges) + 1, line
+            calls[-1].ranges.append([(float(lo), float(hi)) for lo, hi in re.findall(r"\[(\S+), (\S+)\]", m.group(2))])
+    return calls
+
+
+def assert_calls(log: str, batches: list[int], image: tuple[int, int, int], dpm: list[float] | None = None,
+                 slices: list[np.ndarray] | None = None, weights: str = "onnx") -> list[Call]:
+    """deepImageJ was called ``len(batches)`` times (and the macro says so), call k on ONE hyperstack that became
+    a ``(batches[k],) + image`` (batch, channel, y, x) tensor: the images as slices (batch), their input slices
+    (and DPM) as channels; each wrote ``<title>_output.tif``, with ``weights`` (JDLL's first choice: ONNX).
+    ZAugNet+ / ZAugNet-C: the last channel of image i (over all calls, in order) was the constant ``dpm[i]``;
+    ``slices``: the channels of image i had the value ranges of ``slices[i]`` (one 2D array per channel; mirror
+    padding keeps a slice's range)."""
+    calls = deepimagej_calls(log)
+    assert [c.shape[0] for c in calls] == batches, log
+    assert re.search(rf"\.ijm: \d+ -> \d+ slices in {len(batches)} deepImageJ call\(s\)", log), log
+    ranges = []
+    for call in calls:
+        assert call.shape[1:] == image
+        assert call.weights == weights
+        assert call.written == f"{call.title}_output.tif"
+        assert len(call.ranges) == call.shape[0]
+        ranges += call.ranges
+    if dpm is not None:
+        assert len(dpm) == len(ranges)
+        for i, (found, z) in enumerate(zip(ranges, dpm, strict=True)):
+            assert found[-1][0] == found[-1][1] == np.float32(z), (i, found[-1], z)
+    if slices is not None:
+        assert len(slices) == len(ranges)
+        for i, (found, want) in enumerate(zip(ranges, slices, strict=True)):
+            expect = [(float(np.float32(s.min())), float(np.float32(s.max()))) for s in want]
+            assert found[:len(expect)] == expect, (i, found, expect)
+    return calls
 
 
 def leftovers(tmp: Path) -> list[str]:
@@ -250,32 +324,60 @@ def synthetic(path: Path, shape: tuple[int, int, int], dtype: str, seed: int) ->
     return path
 
 
+def _windows(data: np.ndarray, positions: int = 1, k: int = 4) -> list[np.ndarray]:
+    """ZAugNet-C's input slices per (gap, position) of a (Z, Y, X) stack, gap-major, edge slices repeated
+    (zaugnet predict's windows)."""
+    from zaugnet.training.data import context_indices
+
+    return [data[context_indices(g, 1, k, 0, len(data))] for g in range(len(data) - 1) for _ in range(positions)]
+
+
+def package_with(folder: Path, tmp: Path, edit) -> Path:
+    """A copy of the package ``folder`` whose rdf.yaml is ``edit(rdf)`` (the parsed YAML, changed in place)."""
+    copy = tmp / f"{folder.name}_edited"
+    shutil.copytree(folder, copy)
+    rdf = yaml.safe_load((copy / "rdf.yaml").read_text())
+    edit(rdf)
+    (copy / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    return copy
+
+
 # ------------------------------------------------------------------------------------ the macros' text
-def _shared_block(path: Path) -> str:
-    text = path.read_text()
-    start = text.index("// ==== shared helpers")
-    return text[start:text.index("// ==== end of shared helpers ====", start)]
+def _generator():
+    spec = importlib.util.spec_from_file_location("generate_macros", MACROS / "generate_macros.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_macros_share_their_helpers_and_call_deepimagej_in_one_place() -> None:
-    """All macros carry the same helper block, and deepImageJ is called from exactly one function."""
-    assert _shared_block(ZAUGNET_IJM) == _shared_block(PLUS_IJM) == _shared_block(C_IJM)
-    for path in (ZAUGNET_IJM, PLUS_IJM, C_IJM):
+def test_the_three_macros_are_generated_from_one_template() -> None:
+    """zaugnet.ijm, zaugnet_plus.ijm and zaugnet_c.ijm are what ``fiji_macros/generate_macros.py`` writes from
+    ``zaugnet.ijm.in`` (one code for all variants; only the header and three variables differ), and deepImageJ
+    is called from exactly one function."""
+    generator = _generator()
+    assert sorted(generator.VARIANTS) == sorted(p.name for p in MACRO_VARIANT)
+    for path, variant in MACRO_VARIANT.items():
         text = path.read_text()
+        assert text == generator.render(path.name), f"{path.name} is stale: run python fiji_macros/generate_macros.py"
+        assert f'var ZA_VARIANT = "{variant}";' in text
         code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
         assert code.count('"DeepImageJ Run"') == 2  # the call, and the installed-command check
         assert code.count('run("DeepImageJ Run"') == 1
-        call = re.search(r"function zaRunDeepImageJ\(model, file, outDir\) \{\n(.*?)\n\}", text, re.S)
+        call = re.search(r"function zaRunDeepImageJ\(model, file, outDir\) \{\n(.*?)\n\}", text, re.DOTALL)
         assert call and 'run("DeepImageJ Run", "model_path="' in call.group(1)
         assert "input_path=" in call.group(1) and "output_folder=" in call.group(1)
         assert "display_output=null" in call.group(1)
         assert "master / 3.1.x" in text  # the deepImageJ versions it was written for
+    bodies = {re.sub(r'(?s)\A.*?\nvar ZA_NAME = "[^"]*";\n', "", p.read_text()) for p in MACRO_VARIANT}
+    assert len(bodies) == 1  # the same code below the three variables
+    assert subprocess.run([sys.executable, str(MACROS / "generate_macros.py"), "--check"], check=False).returncode == 0
 
 
 # ------------------------------------------------------------------------------------ parity
 def test_zaugnet_factor2_on_a_real_stack(standin: Path, fiji_packages: dict[str, Path], shared_data: Path,
                                          tmp_path: Path) -> None:
-    """ZAugNet, factor 2 (one pass, 4 pairs), on a real uint16 stack (5 x 64 x 64 crop)."""
+    """ZAugNet, factor 2 (one pass, 4 pairs), on a real uint16 stack (5 x 64 x 64 crop): ONE deepImageJ call
+    (it was 4, one per pair), its 4 pairs the batch."""
     source = real_crop(shared_data, "mitograph_yeast_mito_test001.tif", slice(18, 23), tmp_path)
     out = tmp_path / "out dir" / "x2.tif"  # a space in the path: bracketed macro arguments
     out.parent.mkdir()
@@ -283,7 +385,8 @@ def test_zaugnet_factor2_on_a_real_stack(standin: Path, fiji_packages: dict[str,
                      standin, tmp_path / "ij")
     assert out.is_file(), log
     assert "zaugnet.ijm: wrote" in log
-    assert_calls(log, 4, (1, 2, 64, 64))
+    data = read_stack(source).data
+    assert_calls(log, [4], (2, 64, 64), slices=[data[[i, i + 1]] for i in range(4)])
     check_parity(out, source, fiji_packages["zaugnet"], ["--factor", "2"], 2, tmp_path)
     assert leftovers(tmp_path / "ij") == []
 
@@ -291,13 +394,14 @@ def test_zaugnet_factor2_on_a_real_stack(standin: Path, fiji_packages: dict[str,
 def test_zaugnet_factor4_on_a_16bit_synthetic_stack_of_an_invalid_size(
         standin: Path, fiji_packages: dict[str, Path], tmp_path: Path) -> None:
     """ZAugNet, factor 4 (two passes), uint16, 40 x 50 slices: the macro mirror-pads to 48 x 64 for the model
-    (bioimageio accepts 32 + n*16 only) and crops back, matching the network's own padding."""
+    (bioimageio accepts 32 + n*16 only) and crops back, matching the network's own padding. One call per pass:
+    2 calls (it was 3, one per pair)."""
     source = synthetic(tmp_path / "nuclei16.tif", (2, 40, 50), "uint16", seed=5)
     out = tmp_path / "x4.tif"
     log = run_imagej(ZAUGNET_IJM, macro_args(model=fiji_packages["zaugnet"], input=source, factor=4, output=out),
                      standin, tmp_path / "ij")
     assert out.is_file(), log
-    assert_calls(log, 1 + 2, (1, 2, 48, 64))  # pass 1: one pair, pass 2: two pairs; padded to valid sizes
+    assert_calls(log, [1, 2], (2, 48, 64))  # pass 1: one pair, pass 2: two pairs; padded to valid sizes
     check_parity(out, source, fiji_packages["zaugnet"], ["--factor", "4"], 4, tmp_path)
     with tifffile.TiffFile(out) as tif:  # an ImageJ z-stack, not channels or frames
         assert tif.is_imagej and tif.imagej_metadata.get("slices") == 5
@@ -307,14 +411,17 @@ def test_zaugnet_factor4_on_a_16bit_synthetic_stack_of_an_invalid_size(
 
 def test_zaugnet_plus_factor3_on_a_real_8bit_stack(standin: Path, fiji_packages: dict[str, Path],
                                                    shared_data: Path, tmp_path: Path) -> None:
-    """ZAugNet+, factor 3 (z = 1/3, 2/3 in each of 2 gaps), on a real 8-bit stack (chromosomes, 3 x 64 x 64)."""
+    """ZAugNet+, factor 3 (z = 1/3, 2/3 in each of 2 gaps), on a real 8-bit stack (chromosomes, 3 x 64 x 64):
+    ONE call of 4 images (it was 4 calls)."""
     source = real_crop(shared_data, "neubias_chromosomes.tif", slice(18, 21), tmp_path, dtype="uint8")
     out = tmp_path / "x3.tif"
     log = run_imagej(PLUS_IJM, macro_args(model=fiji_packages["zaugnet+"], input=source, factor=3, output=out),
                      standin, tmp_path / "ij")
     assert out.is_file(), log
     assert "zaugnet_plus.ijm: wrote" in log
-    assert_calls(log, 2 * 2, (1, 3, 64, 64), dpm=[1 / 3, 2 / 3] * 2)  # 2 gaps x 2 positions, [slice_0, slice_1, dpm]
+    data = read_stack(source).data
+    assert_calls(log, [4], (3, 64, 64), dpm=[1 / 3, 2 / 3] * 2,  # 2 gaps x 2 positions, [slice_0, slice_1, dpm]
+                 slices=[data[[0, 1]], data[[0, 1]], data[[1, 2]], data[[1, 2]]])
     check_parity(out, source, fiji_packages["zaugnet+"], ["--factor", "3"], 3, tmp_path)
     assert leftovers(tmp_path / "ij") == []
 
@@ -333,22 +440,16 @@ def test_zaugnet_plus_positions_on_the_current_32bit_image(standin: Path, fiji_p
     log = run_imagej(caller, "", standin, tmp_path / "ij")
     assert out.is_file(), log
     assert "open images: nuclei32.tif;z.tif;" in log
-    assert_calls(log, 3, (1, 3, 48, 48), dpm=[0.25, 0.5, 0.75])
+    assert_calls(log, [3], (3, 48, 48), dpm=[0.25, 0.5, 0.75])
     check_parity(out, source, fiji_packages["zaugnet+"], ["--z-positions", "0.25", "0.5", "0.75"], 4, tmp_path)
     assert leftovers(tmp_path / "ij") == []
 
 
-def _windows(data: np.ndarray, k: int = 4) -> list[np.ndarray]:
-    """ZAugNet-C's input slices per gap of a (Z, Y, X) stack, edge slices repeated (zaugnet predict's windows)."""
-    from zaugnet.training.data import context_indices
-
-    return [data[context_indices(g, 1, k, 0, len(data))] for g in range(len(data) - 1)]
-
-
 def test_zaugnet_c_factor2_on_a_real_stack(standin: Path, fiji_packages: dict[str, Path], shared_data: Path,
                                            tmp_path: Path) -> None:
-    """ZAugNet-C, factor 2, on a real uint16 stack (cellfinder mouse brain, 4 x 64 x 64): 3 gaps, each ONE
-    5-channel image of slices (i-1, i, i+1, i+2) and the DPM; the first gap repeats slice 1, the last slice 4."""
+    """ZAugNet-C, factor 2, on a real uint16 stack (cellfinder mouse brain, 4 x 64 x 64): 3 gaps in ONE call,
+    each a 5-channel image of slices (i-1, i, i+1, i+2) and the DPM; the first gap repeats slice 1, the last
+    slice 4."""
     source = real_crop(shared_data, "cellfinder_mousebrain_ch0_crop.tif", slice(12, 16), tmp_path)
     out = tmp_path / "x2.tif"
     log = run_imagej(C_IJM, macro_args(model=fiji_packages["zaugnet-c"], input=source, factor=2, output=out),
@@ -356,7 +457,7 @@ def test_zaugnet_c_factor2_on_a_real_stack(standin: Path, fiji_packages: dict[st
     assert out.is_file(), log
     assert "zaugnet_c.ijm: wrote" in log
     data = read_stack(source).data
-    assert_calls(log, 3, (1, 5, 64, 64), dpm=[0.5] * 3, slices=_windows(data))
+    assert_calls(log, [3], (5, 64, 64), dpm=[0.5] * 3, slices=_windows(data))
     check_parity(out, source, fiji_packages["zaugnet-c"], ["--factor", "2"], 2, tmp_path)
     assert leftovers(tmp_path / "ij") == []
 
@@ -372,18 +473,53 @@ def test_zaugnet_c_positions_on_a_two_slice_8bit_stack_of_an_invalid_size(
                                        output=out), standin, tmp_path / "ij")
     assert out.is_file(), log
     data = read_stack(source, min_slices=2).data
-    assert_calls(log, 2, (1, 5, 48, 64), dpm=[0.25, 0.75], slices=[data[[0, 0, 1, 1]]] * 2)
+    assert_calls(log, [2], (5, 48, 64), dpm=[0.25, 0.75], slices=[data[[0, 0, 1, 1]]] * 2)
     check_parity(out, source, fiji_packages["zaugnet-c"], ["--z-positions", "0.25", "0.75"], 3, tmp_path)
     assert leftovers(tmp_path / "ij") == []
 
 
-@pytest.mark.parametrize(("macro", "choice", "options", "step", "suffix", "calls"), [
-    (ZAUGNET_IJM, "factor=4", ["--factor", "4"], 4, "_zaugnet_x4", 3),
-    (PLUS_IJM, "positions=0.25,0.5,0.75", ["--z-positions", "0.25", "0.5", "0.75"], 4, "_zaugnet_plus_z3", 3),
-    (C_IJM, "factor=3", ["--factor", "3"], 3, "_zaugnet_c_x3", 2),
+@pytest.mark.parametrize(("batch", "batches"), [(None, [33]), (10, [10, 10, 10, 3])], ids=["default", "batch10"])
+def test_zaugnet_c_factor4_on_12_slices_needs_one_call_or_chunks_of_batch(
+        batch: int | None, batches: list[int], standin: Path, fiji_packages: dict[str, Path],
+        tmp_path: Path) -> None:
+    """ZAugNet-C x4 on 12 slices: 11 gaps x 3 positions = 33 new slices. One deepImageJ call (one model load)
+    by default, where one call per slice used to make 33; with batch=10 at most 10 images per call (bounded
+    memory): 4 calls. The same result either way (checked against zaugnet predict)."""
+    source = synthetic(tmp_path / "nuclei12.tif", (12, 32, 32), "uint16", seed=12)
+    out = tmp_path / "x4.tif"
+    options = {"model": fiji_packages["zaugnet-c"], "input": source, "factor": 4, "output": out}
+    if batch is not None:
+        options["batch"] = batch
+    log = run_imagej(C_IJM, macro_args(**options), standin, tmp_path / "ij")
+    assert out.is_file(), log
+    data = read_stack(source).data
+    assert_calls(log, batches, (5, 32, 32), dpm=[0.25, 0.5, 0.75] * 11, slices=_windows(data, positions=3))
+    check_parity(out, source, fiji_packages["zaugnet-c"], ["--factor", "4"], 4, tmp_path)
+    assert leftovers(tmp_path / "ij") == []
+
+
+def test_jdll_s_weight_order_picks_onnx_else_torchscript(standin: Path, fiji_packages: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    """Our packages list onnx, pytorch_state_dict and torchscript weights; JDLL tries them in that order and
+    skips pytorch_state_dict (no Java engine), so deepImageJ runs ONNX (every test above: ``weights onnx``).
+    Without the onnx entry it runs TorchScript: the stand-in does the same, with the same result."""
+    package = package_with(fiji_packages["zaugnet"], tmp_path, lambda rdf: rdf["weights"].pop("onnx"))
+    source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=3)
+    out = tmp_path / "x2.tif"
+    log = run_imagej(ZAUGNET_IJM, macro_args(model=package, input=source, factor=2, output=out),
+                     standin, tmp_path / "ij")
+    assert out.is_file(), log
+    assert_calls(log, [2], (2, 32, 32), weights="torchscript")
+    check_parity(out, source, fiji_packages["zaugnet"], ["--factor", "2"], 2, tmp_path)
+
+
+@pytest.mark.parametrize(("macro", "choice", "options", "step", "suffix", "batches"), [
+    (ZAUGNET_IJM, "factor=4", ["--factor", "4"], 4, "_zaugnet_x4", [1, 2]),
+    (PLUS_IJM, "positions=0.25,0.5,0.75", ["--z-positions", "0.25", "0.5", "0.75"], 4, "_zaugnet_plus_z3", [3]),
+    (C_IJM, "factor=3", ["--factor", "3"], 3, "_zaugnet_c_x3", [2]),
 ], ids=["zaugnet_factor4", "zaugnet_plus_positions", "zaugnet_c_factor3"])
 def test_the_dialog_with_imagej_s_window(macro: Path, choice: str, options: list[str], step: int, suffix: str,
-                                         calls: int, standin: Path, fiji_packages: dict[str, Path],
+                                         batches: list[int], standin: Path, fiji_packages: dict[str, Path],
                                          tmp_path: Path) -> None:
     """Interactive use: ImageJ with its window, a stack open, the macro run from Plugins > Macros > Run... with
     no argument, so it asks with its dialog (answered here by the macro options of that command, as ImageJ does
@@ -398,7 +534,8 @@ def test_the_dialog_with_imagej_s_window(macro: Path, choice: str, options: list
             f'selectImage(nImages); saveAs("Tiff", "{out}");\n')
     log = run_imagej_window(code, standin, tmp_path / "ij")
     assert f"open images: stack16.tif;stack16{suffix};" in log, log
-    assert_calls(log, calls, (1, {"zaugnet": 2, "zaugnet+": 3, "zaugnet-c": 5}[variant], 32, 48))
+    assert "Dismiss Dialogs (test)" not in log  # no error dialog
+    assert_calls(log, batches, (CHANNELS[variant], 32, 48))
     check_parity(out, source, fiji_packages[variant], options, step, tmp_path)
     assert leftovers(tmp_path / "ij") == []
 
@@ -423,25 +560,35 @@ def _zip_of(folder: Path, tmp: Path) -> Path:
     return Path(shutil.make_archive(str(tmp / "package"), "zip", folder))
 
 
-@pytest.mark.parametrize("case", ["missing", "no_rdf", "zip", "none_given"])
+@pytest.mark.parametrize("case", ["missing", "no_rdf", "zip", "none_given", "relative"])
 def test_a_wrong_model_folder_is_refused(case: str, standin: Path, fiji_packages: dict[str, Path],
                                          tmp_path: Path) -> None:
+    """Wrong model folders are refused before deepImageJ runs. A RELATIVE path too, even where it names a package
+    in the current folder: deepImageJ resolves a relative model_path against Fiji.app/models and then looks for
+    that name on bioimage.io, so it would not run the package the user meant; the message gives the absolute path."""
     source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
     empty = tmp_path / "empty_model"
     empty.mkdir()
     (empty / "README.md").write_text("not a package")
+    cwd = tmp_path / "ij"  # ImageJ's working directory (run_imagej)
+    cwd.mkdir()
+    shutil.copytree(fiji_packages["zaugnet"], cwd / "pkg")
     model, expected = {
         "missing": (tmp_path / "no_such_folder", "model folder .* not found"),
         "no_rdf": (empty, "wrong model folder .*: no rdf.yaml in it"),
         "zip": (_zip_of(fiji_packages["zaugnet"], tmp_path), "model .* is a zip file; deepImageJ takes the package as a FOLDER"),
         "none_given": ("", "no model folder given"),
+        "relative": ("pkg", re.escape("model=pkg is a relative path: deepImageJ would look for it in Fiji.app/models "
+                                      "and then on bioimage.io, not in the current folder; give the absolute path "
+                                      f"of the package folder (here: model={cwd / 'pkg'})")),
     }[case]
     out = tmp_path / "out.tif"
     options = {"input": source, "factor": 2, "output": out}
     if model != "":
         options = {"model": model, **options}
-    log = run_imagej(ZAUGNET_IJM, macro_args(**options), standin, tmp_path / "ij")
+    log = run_imagej(ZAUGNET_IJM, macro_args(**options), standin, cwd)
     assert re.search("zaugnet.ijm: error: " + expected, log), log
+    assert deepimagej_calls(log) == []
     assert not out.exists()
 
 
@@ -480,6 +627,7 @@ def test_an_image_that_is_not_a_z_stack_is_refused(case: str, macro: Path, stand
     (PLUS_IJM, "zaugnet+", {"positions": "0.5,1.2"}, "strictly between 0 and 1"),
     (PLUS_IJM, "zaugnet+", {"factor": 2, "positions": "0.5"}, "give only one of factor= and positions="),
     (ZAUGNET_IJM, "zaugnet", {"fcator": 2}, "unknown key 'fcator'"),
+    (ZAUGNET_IJM, "zaugnet", {"positions": "0.5"}, "unknown key 'positions'"),
     (ZAUGNET_IJM, "zaugnet-c", {"factor": 2},
      "is a ZAugNet-C package \\(input channels: 4 slices and dpm\\); use zaugnet_c.ijm"),
     (PLUS_IJM, "zaugnet-c", {"factor": 2}, "is a ZAugNet-C package .*use zaugnet_c.ijm"),
@@ -490,12 +638,15 @@ def test_an_image_that_is_not_a_z_stack_is_refused(case: str, macro: Path, stand
     (C_IJM, "zaugnet-c", {"positions": "0.5,0.25"}, "need increasing values"),
     (C_IJM, "zaugnet-c", {"positions": "0,0.5"}, "strictly between 0 and 1"),
     (C_IJM, "zaugnet-c", {"factor": 2, "positions": "0.5"}, "give only one of factor= and positions="),
-    (C_IJM, "zaugnet-c", {"factor": 2, "wait": "-1"}, "wait=-1: expected a number of seconds > 0"),
+    (C_IJM, "zaugnet-c", {"factor": 2, "wait": "-1"}, "wait=-1: expected a number of seconds >= 0"),
+    (C_IJM, "zaugnet-c", {"factor": 2, "batch": "0"}, "batch=0: expected a whole number >= 1"),
+    (PLUS_IJM, "zaugnet+", {"factor": 2, "batch": "1.5"}, "batch=1.5: expected a whole number"),
     (C_IJM, "zaugnet-c", {"z": 0.5}, "unknown key 'z'"),
 ], ids=["zaugnet_factor3", "zaugnet_gets_plus_model", "plus_gets_zaugnet_model", "positions_order",
-        "positions_range", "factor_and_positions", "typo", "zaugnet_gets_c_model", "plus_gets_c_model",
-        "c_gets_zaugnet_model", "c_gets_plus_model", "c_factor1", "c_factor_not_whole", "c_positions_order",
-        "c_positions_range", "c_factor_and_positions", "c_wait", "c_typo"])
+        "positions_range", "factor_and_positions", "typo", "zaugnet_positions", "zaugnet_gets_c_model",
+        "plus_gets_c_model", "c_gets_zaugnet_model", "c_gets_plus_model", "c_factor1", "c_factor_not_whole",
+        "c_positions_order", "c_positions_range", "c_factor_and_positions", "c_wait", "c_batch0", "plus_batch",
+        "c_typo"])
 def test_bad_parameters_are_refused(macro: Path, variant: str, options: dict, expected: str, standin: Path,
                                     fiji_packages: dict[str, Path], tmp_path: Path) -> None:
     source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
@@ -506,30 +657,102 @@ def test_bad_parameters_are_refused(macro: Path, variant: str, options: dict, ex
     assert not out.exists()
 
 
-@pytest.mark.parametrize("macro", [ZAUGNET_IJM, C_IJM], ids=["zaugnet", "zaugnet_c"])
-def test_a_failing_deepimagej_run_leaves_no_half_built_result(macro: Path, standin: Path,
-                                                             fiji_packages: dict[str, Path], tmp_path: Path) -> None:
-    """deepImageJ fails on the first gap (here: a package whose weights were damaged, so bioimageio refuses
-    it): the macro stops with a clear message naming the gap, writes no result and removes its temporary files."""
-    broken = tmp_path / "broken_model"
-    shutil.copytree(fiji_packages[MACRO_VARIANT[macro]], broken)
-    weights = broken / "zaugnet_torchscript.pt"
-    weights.write_bytes(weights.read_bytes()[:-100])
+# ------------------------------------------------------------------------------------ deepImageJ fails
+def _no_id(rdf: dict) -> None:
+    del rdf["id"]
+    assert "config" in rdf  # JDLL then needs config.bioimageio.nickname
+
+
+def _documentation_map(rdf: dict) -> None:
+    rdf["documentation"] = {"source": "README.md", "sha256": "0" * 64}  # what bioimageio.spec >= 0.5.11 writes
+
+
+def _format_06(rdf: dict) -> None:
+    rdf["format_version"] = "0.6.0"
+
+
+@pytest.mark.parametrize(("edit", "exception"), [
+    (_documentation_map, ("java.lang.ClassCastException: class java.util.LinkedHashMap cannot be cast to class "
+                          "java.lang.String")),
+    (_no_id, "java.lang.NullPointerException"),
+    (_format_06, "java.lang.IllegalArgumentException: JDLL only supports the Bioimage.io model specs 0.4 and 0.5."),
+], ids=["documentation_map", "no_id", "format_0.6"])
+def test_an_rdf_jdll_cannot_read_is_refused_as_deepimagej_refuses_it(
+        edit, exception: str, standin: Path, fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+    """The stand-in reads the rdf with JDLL 0.6.1's own reader first, as deepImageJ does: our exported packages
+    pass (every test above), these constructed rdfs do not (see ../shared/tools/jdll-rdf/README.md). JDLL's
+    exception leaves the command, ImageJ prints it (no window: -batch), no output is written, and the macro
+    stops AT ONCE (deepImageJ 3.1's call returns only after writing its outputs) with a clear message."""
+    package = package_with(fiji_packages["zaugnet"], tmp_path, edit)
     source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
     out = tmp_path / "out.tif"
-    log = run_imagej(macro, macro_args(model=broken, input=source, factor=2, output=out, wait=2),
+    started = time.monotonic()
+    log = run_imagej(ZAUGNET_IJM, macro_args(model=package, input=source, factor=2, output=out),
                      standin, tmp_path / "ij")
-    assert "DeepImageJ Run (test stand-in): error: bioimageio predict exited with" in log
-    assert f"{macro.name}: error: deepImageJ wrote no output for slices 1-2 " in log, log
+    elapsed = time.monotonic() - started
+    assert exception in log, log
+    assert "at io.bioimage.modelrunner.bioimageio.description.ModelDescriptorFactory.readFromLocalFile" in log
+    assert ("zaugnet.ijm: error: deepImageJ failed on gaps 1-2 of 2: its call returned without writing "
+            f"{tmp_path / 'ij'}/zaugnet_tmp_") in log, log
+    assert deepimagej_calls(log) == []
     assert not out.exists()
+    assert leftovers(tmp_path / "ij") == []
+    assert elapsed < 60, elapsed  # no waiting for an output that will not come (was: 60 s per call)
+
+
+def _damaged(package: Path, tmp: Path) -> Path:
+    """A copy of ``package`` whose ONNX weights (the ones JDLL picks) are cut short: bioimageio refuses them."""
+    broken = tmp / "broken_model"
+    shutil.copytree(package, broken)
+    weights = broken / yaml.safe_load((broken / "rdf.yaml").read_text())["weights"]["onnx"]["source"]
+    weights.write_bytes(weights.read_bytes()[:-100])
+    return broken
+
+
+@pytest.mark.parametrize("macro", [ZAUGNET_IJM, C_IJM], ids=["zaugnet", "zaugnet_c"])
+def test_a_failing_deepimagej_run_stops_the_macro_at_once_without_a_result(
+        macro: Path, standin: Path, fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+    """deepImageJ fails on the first call (here: a package whose ONNX weights were damaged, so the run fails):
+    like deepImageJ, the stand-in throws (ImageJ prints the exception, without its window); the macro stops at
+    once with a clear message naming the gaps, writes no result and removes its temporary files."""
+    broken = _damaged(fiji_packages[MACRO_VARIANT[macro]], tmp_path)
+    source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
+    out = tmp_path / "out.tif"
+    log = run_imagej(macro, macro_args(model=broken, input=source, factor=2, output=out), standin, tmp_path / "ij")
+    assert ("java.lang.RuntimeException: java.io.IOException: io.bioimage.modelrunner.exceptions.RunModelException: "
+            "bioimageio predict exited with") in log, log
+    assert f"{macro.name}: error: deepImageJ failed on gaps 1-2 of 2: its call returned without writing " in log, log
+    assert not out.exists()
+    assert leftovers(tmp_path / "ij") == []
+
+
+def test_with_imagej_s_window_the_macro_quotes_deepimagej_s_exception(
+        standin: Path, fiji_packages: dict[str, Path], tmp_path: Path) -> None:
+    """With ImageJ's window (a user's Fiji), deepImageJ's exception opens ImageJ's "Exception" window: the macro
+    finds it right after the call and stops with the exception's line (its error dialog is recorded and closed
+    here by the test-only ``Dismiss Dialogs``)."""
+    broken = _damaged(fiji_packages["zaugnet-c"], tmp_path)
+    source = synthetic(tmp_path / "s.tif", (3, 32, 32), "uint16", seed=1)
+    code = (f'open("{source}");\n'
+            f'r = runMacro("{C_IJM}", "model=[{broken}] factor=2");\n'
+            'print("runMacro returned " + r);\n'
+            'titles = getList("window.titles"); print("windows: " + String.join(titles));\n')
+    log = run_imagej_window(code, standin, tmp_path / "ij")
+    assert ("Dismiss Dialogs (test): Macro: zaugnet_c.ijm: error: deepImageJ failed on gaps 1-2 of 2: "
+            "java.lang.RuntimeException: java.io.IOException: io.bioimage.modelrunner.exceptions.RunModelException: "
+            "bioimageio predict exited with 1") in log, log
+    assert "(the whole error is in its Exception window)" in log
+    assert "runMacro returned [aborted]" in log
+    assert re.search(r"windows: .*Exception", log)  # left open for the user to read
     assert leftovers(tmp_path / "ij") == []
 
 
 # ------------------------------------------------------------------------------------ real Fiji (opt-in)
 def test_in_a_real_fiji_with_deepimagej_through_pyimagej(fiji_home: str, fiji_packages: dict[str, Path],
                                                          tmp_path: Path) -> None:
-    """Opt-in: the same macros in a real Fiji.app with deepImageJ installed (its PyTorch engine too), driven by
-    pyimagej (``imagej.init(FIJI_HOME, mode="headless")``), against ``zaugnet predict``. Set FIJI_HOME."""
+    """Opt-in: the same macros in a real Fiji.app with deepImageJ installed (its engines too, or internet for their
+    first download), driven by pyimagej (``imagej.init(FIJI_HOME, mode="headless")``), against ``zaugnet predict``;
+    one deepImageJ call per macro run (the 3-slice stack's gaps in one batch). Set FIJI_HOME."""
     source16 = synthetic(tmp_path / "nuclei16.tif", (3, 64, 64), "uint16", seed=7)
     cases = [
         (ZAUGNET_IJM, "zaugnet", {"factor": 2}, ["--factor", "2"], 2),
@@ -540,6 +763,7 @@ def test_in_a_real_fiji_with_deepimagej_through_pyimagej(fiji_home: str, fiji_pa
         out = tmp_path / f"{macro.stem}.tif"
         args = macro_args(model=fiji_packages[variant], input=source16, output=out, **options)
         done = subprocess.run([sys.executable, str(HERE / "run_in_fiji.py"), fiji_home, str(macro), args],
-                              capture_output=True, text=True, timeout=1800)
+                              check=False, capture_output=True, text=True, timeout=1800)
         assert done.returncode == 0 and out.is_file(), done.stdout + done.stderr
+        assert f"{macro.name}: 3 -> {2 * step + 1} slices in 1 deepImageJ call(s)" in done.stdout, done.stdout
         check_parity(out, source16, fiji_packages[variant], predict_options, step, tmp_path)

@@ -3,9 +3,11 @@
     python run_in_fiji.py FIJI_HOME MACRO.ijm "model=... input=... factor=... output=..."
 
 pyimagej starts one JVM per process and cannot restart it, so the opt-in test calls this script once per
-macro run. Fiji is used as it is (``imagej.init(FIJI_HOME, mode="headless")``: no downloads); deepImageJ and
-its engines must already be installed in it. Prints ImageJ's Log window and exits with 0 when the macro ran
-(the caller checks the output file), 1 when it raised.
+macro run. Fiji is used as it is (``imagej.init(FIJI_HOME, mode="headless")``), from inside FIJI_HOME: deepImageJ
+finds its ``models/`` and ``engines/`` from the Fiji folder (it looks for the launcher above ``java.home``, which
+an outside JVM does not have), and on its first run it downloads the engines there (internet needed once).
+Prints ImageJ's Log window (headless: also stdout, where an exception of deepImageJ is printed) and exits with 0
+when the macro ran (the caller checks the output file and the number of deepImageJ calls), 1 when it raised.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ def main(argv: list[str]) -> int:
     fiji, macro, args = argv
     import imagej  # pyimagej; only needed for this opt-in path
 
+    macro, fiji = os.path.abspath(macro), os.path.abspath(fiji)
+    os.chdir(fiji)
     ij = imagej.init(fiji, mode="headless")
     code = f'runMacro("{_escape(macro)}", "{_escape(args)}");'
     status = 0
