@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,3 +58,16 @@ def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def fiji_home() -> str:
+    """FIJI_HOME (a Fiji.app with deepImageJ and its engines), or a skip saying what is missing."""
+    fiji = os.environ.get("FIJI_HOME")
+    if not fiji:
+        pytest.skip("FIJI_HOME is not set: no Fiji.app with deepImageJ here (set FIJI_HOME=/path/to/Fiji.app "
+                    "and pip install pyimagej to run the macros with the real deepImageJ)")
+    if not Path(fiji).is_dir():
+        pytest.fail(f"FIJI_HOME={fiji} is not a folder")
+    pytest.importorskip("imagej", reason="pyimagej is not installed (pip install pyimagej)")
+    return fiji

@@ -122,19 +122,6 @@ def standin(imagej: Path, jdll_classpath: str, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="session")
-def fiji_home() -> str:
-    """FIJI_HOME (a Fiji.app with deepImageJ), or a skip saying it is not set."""
-    fiji = os.environ.get("FIJI_HOME")
-    if not fiji:
-        pytest.skip("FIJI_HOME is not set: no Fiji.app with deepImageJ here (set FIJI_HOME=/path/to/Fiji.app "
-                    "and pip install pyimagej to run the macros with the real deepImageJ)")
-    if not Path(fiji).is_dir():
-        pytest.fail(f"FIJI_HOME={fiji} is not a folder")
-    pytest.importorskip("imagej", reason="pyimagej is not installed (pip install pyimagej)")
-    return fiji
-
-
-@pytest.fixture(scope="session")
 def no_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plugins.dir with an empty ``plugins/``: ImageJ without deepImageJ."""
     root = tmp_path_factory.mktemp("no_plugins")

@@ -430,19 +430,12 @@ def test_a_macro_error_in_process_ends_with_its_message(inprocess_standin: Path,
 
 # ------------------------------------------------------------------------------------ real Fiji (opt-in)
 @pytest.fixture(scope="session")
-def fiji_home_inprocess() -> Path:
-    """FIJI_HOME (a Fiji.app with deepImageJ and its PyTorch engine), or a skip saying what is missing."""
-    fiji = os.environ.get("FIJI_HOME")
-    if not fiji:
-        pytest.skip("FIJI_HOME is not set: no Fiji.app with deepImageJ here (set FIJI_HOME=/path/to/Fiji.app "
-                    "and pip install pyimagej to run the macro in-process with the real deepImageJ)")
-    if not Path(fiji).is_dir():
-        pytest.fail(f"FIJI_HOME={fiji} is not a folder")
-    pytest.importorskip("imagej", reason="pyimagej is not installed (pip install pyimagej)")
+def fiji_home_inprocess(fiji_home: str) -> Path:
+    """FIJI_HOME (see conftest), with the display the in-process run needs."""
     missing = [what for what in ("xvfb-run", "xauth") if not shutil.which(what)]
     if missing:
         pytest.skip(f"the Fiji test needs {', '.join(missing)} for a display (apt-get install -y xvfb xauth)")
-    return Path(fiji).resolve()
+    return Path(fiji_home).resolve()
 
 
 def test_in_a_real_fiji_with_deepimagej_through_pyimagej(fiji_home_inprocess: Path, tmp_path: Path) -> None:
