@@ -1,5 +1,5 @@
 # Two commands for a newcomer on a fresh machine (see README):
-#   make demo   z-augment the bundled sample stack 4x with the shipped ZAugNet (no download) and draw the
+#   make demo   z-augment the bundled sample stack 4x with the shipped ZAugNet+ (no download) and draw the
 #               orthogonal views before and after
 #   make test   run the whole test suite
 # Both create .venv and install what they need first (CPU torch before the project).

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(cases)
     print("\n" + text)
     if args.output:
-        from zaugnet.training.atomic import atomic_write_text
+        from zaugnet.atomic import atomic_write_text
 
         atomic_write_text(args.output / "adversarial.md",
                           f"# Hostile inputs\n\n`python benchmarks/adversarial.py -o {args.output}` "

@@ -6,7 +6,7 @@ Usage: python benchmarks/big_volume.py [--net tiny|small] [--sizes 2048 4096 614
 
 With an untrained network (speed and memory do not depend on the weights; ``tiny`` is the test suite's
 network, ``small`` the small preset) it z-augments synthetic uint16 OME-Zarr volumes by a factor of 2
-with :func:`zaugnet.training.bigvolume.predict_large` (ZAugNet+, chunk/block 512, halo 128):
+with :func:`zaugnet.predict.outofcore.predict_large` (ZAugNet+, chunk/block 512, halo 128):
 
 1. memory: one fresh process per volume size (``--slices`` x N x N). Each runs a warm-up prediction on
    a small volume, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``), predicts the big
@@ -42,7 +42,8 @@ def make_model(net: str, device: str = "cpu"):
     """An untrained ZAugNet+ student wrapped as a ModelInterpolator."""
     from zaugnet.training.config import build_config
     from zaugnet.training.nets import Student
-    from zaugnet.training.predict import ModelInterpolator
+
+    from zaugnet.predict.interpolator import ModelInterpolator
 
     overrides = {"net": {"variant": "zaugnet+", **(TINY_NET if net == "tiny" else {})}}
     config = build_config({"preset": "small"}, overrides)
@@ -52,8 +53,8 @@ def make_model(net: str, device: str = "cpu"):
 
 def make_volume(path: Path, n_z: int, size: int) -> float:
     """A smooth-plus-texture uint16 OME-Zarr volume (chunks 1 x 512 x 512), written band by band; its MB."""
-    from zaugnet.training.bigvolume import create_ome_zarr
-    from zaugnet.training.io import VoxelSize
+    from zaugnet.io.omezarr import create_ome_zarr
+    from zaugnet.io.tiff import VoxelSize
 
     array = create_ome_zarr(path, (n_z, size, size), np.uint16, "ZYX", VoxelSize(0.6, 0.2, 0.2), chunk_yx=512,
                             overwrite=True)
@@ -73,8 +74,9 @@ def _status(key: str) -> float:
 
 def child_memory(folder: Path, net: str, chunk: int) -> None:
     """(In a fresh process) warm up, reset the peak, predict ``big.ome.zarr``; print the figures."""
-    from zaugnet.training.bigvolume import predict_large, write_ome_zarr
-    from zaugnet.training.predict import make_plan
+    from zaugnet.io.omezarr import write_ome_zarr
+    from zaugnet.predict.outofcore import predict_large
+    from zaugnet.predict.plan import make_plan
 
     model = make_model(net)
     # 3 x 3 blocks: the middle one reads a full block plus halo, so the warm-up reaches the per-block peak
@@ -87,7 +89,7 @@ def child_memory(folder: Path, net: str, chunk: int) -> None:
     if reset.exists():
         reset.write_text("5")
     t0 = time.perf_counter()
-    from zaugnet.training.bigvolume import open_large
+    from zaugnet.io.omezarr import open_large
 
     n_z = open_large(folder / "big.ome.zarr").n_z
     predict_large(folder / "big.ome.zarr", folder / "big_out.ome.zarr", make_plan(n_z, 0.6, factor=2), model,
@@ -131,8 +133,8 @@ def memory_table(folder: Path, args: argparse.Namespace, lines: list[str]) -> li
 
 def throughput_table(folder: Path, args: argparse.Namespace, lines: list[str]) -> list[tuple[str, int, float]]:
     """Blocks per second per scheduler and worker count; returns (scheduler, workers, blocks/s) rows."""
-    from zaugnet.training.bigvolume import predict_large
-    from zaugnet.training.predict import make_plan
+    from zaugnet.predict.outofcore import predict_large
+    from zaugnet.predict.plan import make_plan
 
     n_z, size = 5, args.throughput_size
     mb = make_volume(folder / "tp.ome.zarr", n_z, size)
@@ -244,7 +246,7 @@ def main() -> None:
         throughput = throughput_table(folder, args, lines)
         say(lines, f"\n(total {time.perf_counter() - t0:.0f} s)")
     if args.out:
-        from zaugnet.training.atomic import atomic_path, atomic_write_text
+        from zaugnet.atomic import atomic_path, atomic_write_text
 
         atomic_write_text(args.out / "big_volume.md", "\n".join(lines) + "\n")
         with atomic_path(args.out / "big_volume.png") as tmp_png:

@@ -16,10 +16,11 @@ import time
 
 import numpy as np
 import torch
-
+from zaugnet.export.load import from_checkpoint
 from zaugnet.training.config import build_config
 from zaugnet.training.nets import Student
-from zaugnet.training.predict import ModelInterpolator, from_checkpoint
+
+from zaugnet.predict.interpolator import ModelInterpolator
 
 
 def pairs_per_second(model: ModelInterpolator, size: int, n_pairs: int) -> float:

@@ -41,8 +41,8 @@ FIELDS = ["device", "processes", "threads_per_process", "amp", "global_batch", "
 
 def write_phantoms(folder: Path, n: int, size: int) -> None:
     """``n`` synthetic uint16 membrane stacks of 12 x ``size`` x ``size``."""
-    from zaugnet.training.io import VoxelSize, write_stack
-    from zaugnet.training.phantoms import simulate_stack
+    from zaugnet.io.tiff import VoxelSize, write_stack
+    from zaugnet.phantoms import simulate_stack
 
     folder.mkdir(parents=True, exist_ok=True)
     for seed in range(n):
@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown(rows, header)
     print(table)
     if args.out:
-        from zaugnet.training.atomic import atomic_path, atomic_write_text
-        from zaugnet.training.evaluate import write_csv
+        from zaugnet.atomic import atomic_path, atomic_write_text
+        from zaugnet.tables import write_csv
 
         atomic_write_text(args.out / "train_scaling.md", table)
         write_csv(rows, args.out / "train_scaling.csv", FIELDS)

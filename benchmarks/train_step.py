@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 import torch
-
 from zaugnet.training.config import build_config
-from zaugnet.training.phantoms import simulate_stack
 from zaugnet.training.trainer import Trainer, TrainingData
+
+from zaugnet.phantoms import simulate_stack
 
 
 def time_steps(preset: str, variant: str, lambda_adv: float, steps: int, device: str, volumes: list) -> float:

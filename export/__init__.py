@@ -2,7 +2,7 @@
 
 - :func:`export_model`: ``RUN_DIR/final.pt`` -> a tested BioImage.IO package (zip or folder).
 - :func:`load_interpolator`: checkpoint | package zip/folder | URL | model-zoo id -> a
-  :class:`zaugnet.training.predict.ModelInterpolator`.
+  :class:`zaugnet.predict.interpolator.ModelInterpolator`.
 
 bioimageio.core, onnx and onnxruntime are imported only when needed.
 """

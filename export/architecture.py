@@ -14,9 +14,11 @@ import inspect
 import re
 from typing import Any
 
-from zaugnet.training import __version__
 from zaugnet.training import nets as _nets
 from zaugnet.training.config import Config
+
+from zaugnet import __version__
+from zaugnet.variants import variant as get_variant
 
 from . import wrapper as _wrapper
 
@@ -118,6 +120,6 @@ def architecture_kwargs(config: Config) -> dict[str, Any]:
         "variant": net.variant, "block_widths": list(net.block_widths), "trunk_depth": net.trunk_depth,
         "context_width": net.context_width, "unet_width": net.unet_width,
         "normalization": config.data.normalization, "percentiles": list(config.data.percentiles)}
-    if net.variant == "zaugnet-c":
+    if get_variant(net.variant).context:
         kwargs.update(context_slices=net.context_slices, head_width=net.head_width)
     return kwargs

@@ -30,12 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from zaugnet.training import __version__
 from zaugnet.training.checkpoint import load_checkpoint, load_generator
 from zaugnet.training.config import Config
-from zaugnet.training.data import context_indices, context_offsets
-from zaugnet.training.errors import InputError
+
+from zaugnet import __version__
+from zaugnet.errors import InputError
+from zaugnet.gaps import context_indices, context_offsets
+from zaugnet.phantoms import simulate_stack
+from zaugnet.variants import variant as get_variant
 
 from .architecture import CALLABLE, FILE_NAME, architecture_kwargs, architecture_source
 from .onnx import OPSET, check_onnx, onnx_versions
@@ -82,8 +84,6 @@ JDLL_FORMAT_VERSION = "0.5.10"
 DEFAULT_TAGS = ("fluorescence-light-microscopy", "2d", "3d", "cells", "pytorch", "deepimagej", "fiji", "imagej",
                 "unet", "image-reconstruction", "image-restoration", "z-interpolation", "axial-resolution",
                 "zaugnet", "onnx", "torchscript")
-#: Added to :data:`DEFAULT_TAGS` per variant.
-VARIANT_TAGS = {"zaugnet-c": ("zaugnet-c", "cubic-interpolation")}
 
 FILES = {
     "state_dict": "zaugnet_state_dict.pt", "torchscript": "zaugnet_torchscript.pt", "onnx": "zaugnet.onnx",
@@ -124,8 +124,6 @@ def _sample_window(sample: np.ndarray | None, n_slices: int = 2) -> tuple[np.nda
     as ``zaugnet predict`` does; no truth.
     """
     if sample is None:
-        from zaugnet.training.phantoms import simulate_stack
-
         if n_slices == 2:
             volume = simulate_stack((3, 128, 128), kind="membrane", seed=0)
             source = "a simulated membrane phantom (zaugnet simulate --kind membrane --seed 0), slices 0 and 2"
@@ -416,7 +414,7 @@ def _documentation(*, name: str, config: Config, variant_text: str, channel_name
         normalization=normalization, n_channels=len(channel_names), context=TILING_CONTEXT,
         slices_word=("two slices" if k == 2 else f"{k} slices"), input_file=("pair" if k == 2 else "slices"),
         what_slices=("pair" if k == 2 else f"{k} slices (and the DPM plane)"),
-        macro={"zaugnet": "zaugnet.ijm", "zaugnet+": "zaugnet_plus.ijm"}.get(net.variant, "zaugnet_c.ijm"),
+        macro=get_variant(net.variant).macro,
         closing=closing,
         state_dict_file=FILES["state_dict"], arch_file=FILE_NAME, callable=CALLABLE,
         torchscript_file=FILES["torchscript"], ts_version=checks.torchscript_version,
@@ -631,32 +629,6 @@ def run_bioimageio_test(source: str | Path, accept: Sequence[str] = ()) -> Verdi
 
 
 # ------------------------------------------------------------------------------------ entry point
-def _default_text(variant: str, channels: Sequence[str] = ()) -> tuple[str, str, str]:
-    if variant == "zaugnet-c":
-        return ("ZAugNet-C z-slice interpolation",
-                f"ZAugNet-C predicts the slice at any relative position z inside a gap of a 3D microscopy stack from "
-                f"the {len(channels) - 1} slices around it: cubic interpolation plus a learned correction "
-                f"(self-supervised; z given as a constant DPM channel). Takes [{', '.join(channels)}] in any "
-                "intensity units, returns the slice in the same units.",
-                "ZAugNet-C interpolates inside the gap between slice_0 and slice_1 at any relative position z in "
-                "(0, 1), seeing the slices on both sides of the gap too: its output is the 4-point cubic "
-                "interpolation of the slices plus a correction learned on the data (from the slices, the cubic "
-                "estimate and a ZAugNet+ flow branch). For stacks where curvature along z matters and for "
-                "arbitrary upsampling factors.")
-    if variant == "zaugnet+":
-        return ("ZAugNet+ z-slice interpolation",
-                "ZAugNet+ predicts the slice at any relative position z between two neighbouring z-slices of a 3D "
-                "microscopy stack (self-supervised GAN with knowledge distillation; z given as a constant DPM channel). "
-                "Takes [slice_0, slice_1, dpm] in any intensity units, returns the slice in the same units.",
-                "ZAugNet+ interpolates between two neighbouring z-slices at any relative position z in (0, 1): "
-                "for stacks with non-uniform slice spacing or arbitrary upsampling factors.")
-    return ("ZAugNet z-slice interpolation",
-            "ZAugNet predicts the slice midway between two neighbouring z-slices of a 3D microscopy stack "
-            "(self-supervised GAN with knowledge distillation); applied k times it multiplies the number of slices "
-            "by 2^k. Takes [slice_0, slice_1] in any intensity units, returns the slice in the same units.",
-            "ZAugNet predicts the slice midway between two neighbouring z-slices, to raise a stack's axial sampling.")
-
-
 def _place(package_zip: Path, output: Path, overwrite: bool) -> None:
     """Move the tested zip to ``output`` (a .zip) or unpack it into the folder ``output``; atomic per path."""
     if output.exists() and not overwrite:
@@ -759,8 +731,8 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
     test_output = _predict(network, test_input)
     sample_error = (None if truth is None else
                     float(np.abs(test_output[0, 0] - truth).mean() / intensity_span(test_input)[0]))
-    default_name, default_description, variant_text = _default_text(config.net.variant, names)
-    default_tags = DEFAULT_TAGS + VARIANT_TAGS.get(config.net.variant, ())
+    default_name, default_description, variant_text = get_variant(config.net.variant).texts(names)
+    default_tags = DEFAULT_TAGS + get_variant(config.net.variant).tags
     author_list = [{"name": a} if isinstance(a, str) else dict(a) for a in (authors or ["ZAugNet team"])]
     if any("github_user" in a for a in author_list):
         raise InputError("authors", "leave out github_user: validating it needs the GitHub API")

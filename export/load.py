@@ -27,7 +27,7 @@ weights are used only when a package has no ``pytorch_state_dict`` or when asked
 fetched and parsed by bioimageio.spec before it reaches these checks.
 
 For ZAugNet's own packages the student inside the wrapper is used with the normalisation recorded in the
-rdf, applied once per pair by :class:`~zaugnet.training.predict.ModelInterpolator` (so tiles of a large
+rdf, applied once per pair by :class:`~zaugnet.predict.interpolator.ModelInterpolator` (so tiles of a large
 slice share one intensity range, exactly as with the checkpoint); other networks run whole with
 ``normalization="none"``.
 """
@@ -50,14 +50,29 @@ from urllib.parse import urljoin, urlparse
 
 import numpy as np
 import torch
+from zaugnet.training.checkpoint import build_matching, load_generator, load_plain
+from zaugnet.training.config import NetConfig
+from zaugnet.training.nets import build_student
 
-from zaugnet.training.atomic import process_alive
-from zaugnet.training.errors import InputError
-from zaugnet.training.predict import ModelInterpolator, from_checkpoint
+from zaugnet.atomic import process_alive
+from zaugnet.errors import InputError
+from zaugnet.predict.interpolator import ModelInterpolator
+from zaugnet.variants import VARIANTS, from_channels
 
 from .architecture import CALLABLE
-from .safezip import (MAX_ENTRIES, MAX_RDF_BYTES, RDF_NAMES, extract_package, extract_zip, file_refs,
-                      package_files, parse_rdf, read_bounded, relative_source)
+from .safezip import (
+    MAX_ENTRIES,
+    MAX_RDF_BYTES,
+    RDF_NAMES,
+    extract_package,
+    extract_zip,
+    file_refs,
+    package_files,
+    parse_rdf,
+    read_bounded,
+    relative_source,
+)
+from .wrapper import NormalizedStudent
 
 #: Weight formats a package may be loaded from (``weight_format=``, ``--weight-format``).
 WEIGHT_FORMATS = ("pytorch_state_dict", "onnx", "torchscript")
@@ -75,8 +90,9 @@ WORK_PREFIX = "zaugnet-model-"
 _ZOO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[0-9][0-9.]*)?$")
 #: The packages shipped in the repository (``bioimageio_models/`` beside ``export/``).
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "bioimageio_models"
-#: The shipped package ``zaugnet predict`` uses when no ``--model`` is given.
-DEFAULT_MODEL = "zaugnet"
+#: The shipped package ``zaugnet predict`` uses when no ``--model`` is given: ZAugNet+, which serves any factor
+#: and scored best of the three on the real stacks none was trained on (benchmarks/results/accuracy.md).
+DEFAULT_MODEL = "zaugnet_plus"
 
 
 def default_model() -> Path:
@@ -90,7 +106,8 @@ def default_model() -> Path:
     path = SHIPPED_MODELS / DEFAULT_MODEL
     if not (path / "rdf.yaml").is_file():
         raise InputError("--model", f"no model given, and the shipped default ({path}) is not there; pass --model "
-                                    "(a checkpoint, a package, a URL or a model-zoo id) or --method cubic")
+                                    "(a checkpoint, a package, a URL or a model-zoo id) or --method "
+                                    "linear|cubic|spline")
     return path
 
 
@@ -176,22 +193,22 @@ def _variant(rdf: dict[str, Any], name: str) -> tuple[str, int, dict[str, Any]]:
     zconfig = ((rdf.get("config") or {}).get("zaugnet") or {})
     if not isinstance(zconfig, dict):
         zconfig = {}
-    variant = zconfig.get("variant")
     n_channels = len(channels) if isinstance(channels, list) else None
-    if variant is None and n_channels is not None:
-        variant = {2: "zaugnet", 3: "zaugnet+"}.get(n_channels, "zaugnet-c" if n_channels >= 5 else None)
-    expected = {"zaugnet": 2, "zaugnet+": 3}.get(variant) if isinstance(variant, str) else None
-    if variant == "zaugnet-c":
-        if n_channels is None or n_channels < 5 or n_channels % 2 == 0:
-            raise InputError(name, f"a ZAugNet-C package needs an even number K >= 4 of slices and the DPM as input "
-                                   f"channels, got {n_channels if n_channels is not None else 'no channel names'}")
-        expected = n_channels
-    if expected is None:
+    named = zconfig.get("variant")
+    if named is not None and named not in VARIANTS:
+        raise InputError(name, f"config.zaugnet.variant {named!r} is not one of {', '.join(VARIANTS)}")
+    found = VARIANTS[named] if named is not None else from_channels(n_channels) if n_channels else None
+    if found is None:
         raise InputError(name, "not a ZAugNet package: the input must have 2 channels [slice_0, slice_1], "
                                "3 [slice_0, slice_1, dpm] or K + 1 [K slices, dpm] (ZAugNet-C)")
-    if n_channels is not None and n_channels != expected:
-        raise InputError(name, f"a {variant} package needs {expected} input channels, the rdf names {n_channels}")
-    return variant, (expected - 1 if variant == "zaugnet-c" else 2), zconfig
+    n_slices = 2 if n_channels is None else n_channels - int(found.with_dpm)
+    if found.context and (n_channels is None or n_slices < 4 or n_slices % 2):
+        raise InputError(name, f"a {found.title} package needs an even number K >= 4 of slices and the DPM as input "
+                               f"channels, got {n_channels if n_channels is not None else 'no channel names'}")
+    if not found.context and n_slices != 2:
+        raise InputError(name, f"a {found.name} package needs {found.n_channels(2)} input channels, the rdf names "
+                               f"{n_channels}")
+    return found.name, n_slices, zconfig
 
 
 def _outer_normalization(zconfig: dict[str, Any]) -> tuple[str, tuple[float, float]] | None:
@@ -206,12 +223,6 @@ def _state_dict_network(entry: dict[str, Any], weights: Path, name: str, variant
                         device: str, n_slices: int = 2) -> torch.nn.Module:
     """zaugnet's own network for a ``pytorch_state_dict`` entry: kwargs validated, shapes checked on the meta
     device, weights read with ``weights_only=True``."""
-    from zaugnet.training.checkpoint import build_matching, load_plain
-    from zaugnet.training.config import NetConfig
-    from zaugnet.training.nets import build_student
-
-    from .wrapper import NormalizedStudent
-
     arch = entry.get("architecture") or {}
     arch = arch if isinstance(arch, dict) else {"callable": arch}
     if arch.get("callable") != CALLABLE:
@@ -272,6 +283,15 @@ def _choose_weights(weights: Any, weight_format: str | None, label: str) -> str:
                  "(weight_format='torchscript', --weight-format torchscript)" if "torchscript" in weights else "")
         raise InputError(label, f"no {' / '.join(WEIGHT_PRIORITY)} weights in the package{extra}")
     return chosen
+
+
+def from_checkpoint(path: str, *, device: str = "cpu", **options: object) -> ModelInterpolator:
+    """A :class:`ModelInterpolator` from a training checkpoint (``RUN_DIR/final.pt``)."""
+    config, generator = load_generator(path)
+    student = generator.student.to(device).eval()
+    return ModelInterpolator(student, config.net.variant, device=device, normalization=config.data.normalization,
+                             percentiles=config.data.percentiles, n_slices=config.net.n_slices,
+                             **options)  # type: ignore[arg-type]
 
 
 def interpolator_from_package(folder: str | Path, *, device: str = "cpu", weight_format: str | None = None,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zaugnet.training.errors import InputError
+from zaugnet.errors import InputError
 
 from .parity import relative_error
 

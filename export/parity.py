@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from zaugnet.variants import image_channels
+
 #: Largest accepted difference between runtimes, as a fraction of each input's intensity range (its slices).
 TOLERANCE = 1e-4
 
 
-def image_channels(n_channels: int) -> int:
-    """How many of a package input's channels are slices (the rest is the DPM): ``[slice_0, slice_1]`` (2),
-    ``[slice_0, slice_1, dpm]`` (3 -> 2), ZAugNet-C's K slices and the DPM (K + 1 >= 5 -> K)."""
-    return n_channels if n_channels == 2 else max(2, n_channels - 1)
-
-
 def intensity_span(inputs: np.ndarray) -> np.ndarray:
     """Per-sample joint range (max - min) of the image channels of ``(B, C, Y, X)`` inputs (> 0): the range the
-    network normalises with (:func:`image_channels`)."""
+    network normalises with (:func:`zaugnet.variants.image_channels`)."""
     inputs = np.asarray(inputs, dtype=np.float64)
     images = inputs[:, :image_channels(inputs.shape[1])].reshape(len(inputs), -1)
     return np.maximum(images.max(axis=1) - images.min(axis=1), 1e-12)

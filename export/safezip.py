@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from zaugnet.training.errors import InputError
+from zaugnet.errors import InputError
 
 #: Refuse archives that would unpack to more than this (bytes) or hold more entries than this.
 MAX_UNPACKED_BYTES = 8 * 1024**3

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zaugnet.training.errors import InputError
+from zaugnet.errors import InputError
 
 
 @contextmanager

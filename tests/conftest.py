@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from support import SHARED_DATA
 
-from zaugnet.training.io import VoxelSize, write_stack
-from zaugnet.training.phantoms import simulate_stack
+from zaugnet.io.tiff import VoxelSize, write_stack
+from zaugnet.phantoms import simulate_stack
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
-
+from zaugnet.training.checkpoint import save_checkpoint
 from zaugnet.training.config import Config, build_config
+from zaugnet.training.nets import Generator
 
 #: The benchmark scripts (not a package: tests load them with :func:`benchmark_script`).
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -91,3 +94,31 @@ def benchmark_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def copying_checkpoint(path: Path) -> Path:
+    """A checkpoint of the tiny ZAugNet whose student, whatever its other weights, returns slice_0 (the slice
+    before the gap): each flow block's last layer gives no flow and a mask logit of +30 (so the blend is
+    slice_0 alone), and the refinement U-Net's output layer a residual of 0."""
+    cfg = tiny_config("zaugnet")
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in Generator(cfg.net).state_dict().items()}
+    for i in range(3):
+        state[f"student.blocks.{i}.last.weight"].zero_()
+        state[f"student.blocks.{i}.last.bias"].copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 30.0]))
+    state["student.unet.out.weight"].zero_()
+    state["student.unet.out.bias"].zero_()
+    return save_checkpoint(path, {"config": cfg.to_dict(), "generator": state, "step": 0})
+
+
+def staircase(n: int = 17) -> np.ndarray:
+    """uint16: each of five smooth images four times in a row, plus a little noise. Copying the slice before a
+    gap is truly far better than any classical method at 2x and 4x. The self-check at 2x runs on ``[::2]``
+    (slices in pairs, where the copy is right) and sees the model's margin grow from its 4x check (on
+    ``[::4]``, which changes linearly image to image: linear wins there) to its 2x one: the model. The one at
+    4x runs on ``[::4]`` alone (5 slices, no trend): linear."""
+    yy, xx = np.mgrid[:32, :36]
+    base = 2000 + 1500 * np.sin(xx / 5.0) * np.cos(yy / 7.0)
+    step = 3000 + 40.0 * xx
+    clean = np.stack([base + (i // 4) * step for i in range(n)])
+    return np.rint(clean + np.random.default_rng(0).normal(0, 5, clean.shape)).astype(np.uint16)

@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .atomic import atomic_path
+from zaugnet.atomic import atomic_path
+from zaugnet.errors import InputError
+
 from .config import Config, build_config
-from .errors import InputError
 from .nets import Generator
 
 FORMAT = "zaugnet-checkpoint"

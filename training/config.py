@@ -14,9 +14,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import InputError
+from zaugnet.atomic import atomic_write_text
+from zaugnet.errors import InputError
+from zaugnet.variants import NAMES
+from zaugnet.variants import variant as get_variant
 
-Variant = Literal["zaugnet", "zaugnet+", "zaugnet-c"]
+Variant = Literal[NAMES]  # type: ignore[valid-type]  # the names of zaugnet.variants
 Preset = Literal["small", "paper"]
 
 CONFIG_VERSION = 1
@@ -51,12 +54,12 @@ class NetConfig(_Strict):
     @property
     def with_dpm(self) -> bool:
         """ZAugNet+ and ZAugNet-C take the DPM (relative z position) as their last input channel."""
-        return self.variant != "zaugnet"
+        return get_variant(self.variant).with_dpm
 
     @property
     def n_slices(self) -> int:
         """Image channels of the input: 2, or ``context_slices`` for ZAugNet-C."""
-        return self.context_slices if self.variant == "zaugnet-c" else 2
+        return get_variant(self.variant).n_slices(self.context_slices)
 
     @model_validator(mode="after")
     def _even_widths(self) -> NetConfig:
@@ -224,6 +227,4 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def save_yaml(config: Config, path: str | Path) -> None:
     """Write ``config`` as YAML (atomic)."""
-    from .atomic import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))

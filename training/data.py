@@ -5,7 +5,7 @@ A *volume* is one (Z, Y, X) array: a stack, or one time point / channel of a lar
 relative position ``z = (n2 - n1) / (n3 - n1)``. The context variant (ZAugNet-C) also takes the
 slices at the same spacing above and below, ``n1 + j (n3 - n1)`` for ``j = -(K/2 - 1) .. K/2``,
 with indices outside the triplet's block replaced by the block's edge slice (replicate), exactly as
-:func:`context_indices` does at prediction time. Samples are cut from the volumes in memory (or
+:func:`zaugnet.gaps.context_indices` does at prediction time. Samples are cut from the volumes in memory (or
 memory-mapped) on the fly; nothing is cached to disk.
 
 Randomness is drawn from ``numpy.random.default_rng((seed, step, rank))``: batch ``step`` is the
@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from zaugnet.gaps import context_indices, dpm_plane, normalize_pair
+from zaugnet.variants import variant as get_variant
 
 from .config import DataConfig
 
@@ -39,8 +42,8 @@ def window_triplets(n_slices: int, window: int = 7) -> list[tuple[int, int, int]
 
 
 def triplets_for(n_slices: int, variant: str, window: int = 7) -> list[tuple[int, int, int]]:
-    """The triplets a ``variant`` trains on: midpoints for ``zaugnet``, all window triplets otherwise."""
-    return midpoint_triplets(n_slices) if variant == "zaugnet" else window_triplets(n_slices, window)
+    """The triplets a ``variant`` trains on: midpoints for a midpoint-only one (ZAugNet), window triplets otherwise."""
+    return midpoint_triplets(n_slices) if get_variant(variant).midpoint_only else window_triplets(n_slices, window)
 
 
 @dataclass(frozen=True)
@@ -75,45 +78,9 @@ def split_volumes(n_slices: Sequence[int], val_fraction: float, seed: int = 0) -
                  [(i, 0, n_slices[i]) for i in val])
 
 
-def context_offsets(n_slices: int) -> np.ndarray:
-    """Offsets, in gaps, of the ``n_slices`` input slices around a gap: ``[0, 1]`` for 2, ``[-1, 0, 1, 2]`` for 4."""
-    return np.arange(-(n_slices // 2 - 1), n_slices // 2 + 1)
-
-
-def context_indices(first: np.ndarray | int, gap: np.ndarray | int, n_slices: int, lo: int, hi: int) -> np.ndarray:
-    """Indices of the input slices of gaps starting at ``first`` with width ``gap`` (in slices).
-
-    Indices outside ``[lo, hi)`` take the nearest edge slice (replicate), as the cubic baseline does.
-    Returns an array of shape ``(len(first), n_slices)`` (or ``(n_slices,)`` for scalars).
-    """
-    first, gap = np.asarray(first), np.asarray(gap)
-    idx = first[..., None] + gap[..., None] * context_offsets(n_slices)
-    return np.clip(idx, lo, hi - 1)
-
-
 def collect_triplets(blocks: Sequence[tuple[int, int, int]], variant: str, window: int) -> list[Triplet]:
     """All triplets inside the given ``(volume, z start, z stop)`` blocks."""
     return [(v, a + n1, a + n2, a + n3) for v, a, b in blocks for n1, n2, n3 in triplets_for(b - a, variant, window)]
-
-
-def normalize_pair(pair: np.ndarray, mode: str = "minmax", percentiles: tuple[float, float] = (0.1, 99.9),
-                   ) -> tuple[float, float]:
-    """Joint intensity range ``(low, scale)`` of the input slices: ``(x - low) / scale`` maps them to ~[0, 1].
-
-    ``minmax`` uses the joint minimum and maximum, ``percentile`` the given joint percentiles
-    (robust to hot pixels). ``scale`` is never zero.
-    """
-    data = np.asarray(pair, dtype=np.float32)
-    if mode == "minmax":
-        lo, hi = float(data.min()), float(data.max())
-    else:
-        lo, hi = (float(v) for v in np.percentile(data, percentiles))
-    return lo, max(hi - lo, 1e-6 * max(abs(hi), 1.0), 1e-12)
-
-
-def dpm_plane(z: float, shape: tuple[int, int]) -> np.ndarray:
-    """The digital propagation matrix: a constant plane holding the relative position ``z``."""
-    return np.full(shape, z, dtype=np.float32)
 
 
 class TripletSampler:
@@ -139,8 +106,8 @@ class TripletSampler:
     def __init__(self, volumes: Sequence[np.ndarray], variant: str, cfg: DataConfig, n_slices: int = 2,
                  blocks: Sequence[tuple[int, int, int]] | None = None) -> None:
         self.volumes = volumes
-        self.with_dpm = variant != "zaugnet"
-        self.n_slices = n_slices if variant == "zaugnet-c" else 2
+        self.with_dpm = get_variant(variant).with_dpm
+        self.n_slices = get_variant(variant).n_slices(n_slices)
         self.blocks = list(blocks) if blocks is not None else [(v, 0, vol.shape[0]) for v, vol in enumerate(volumes)]
         self.cfg = cfg
         # square crops whose side is a multiple of 16 (the networks' training forward needs it)

@@ -7,7 +7,6 @@ DistributedDataParallel, and only rank 0 writes files. Saved state dicts never c
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
@@ -24,20 +23,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import __version__
-from .atomic import atomic_path
+from zaugnet import __version__
+from zaugnet.devices import pick_device
+from zaugnet.errors import InputError
+from zaugnet.evaluate.metrics import psnr, ssim
+from zaugnet.figures import plot_training_curves
+from zaugnet.gaps import SIZE_MULTIPLE
+from zaugnet.io.tiff import find_stacks, iter_volumes, read_stack
+from zaugnet.tables import columns, write_csv
+
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, NetConfig, save_yaml
 from .data import Split, Triplet, TripletSampler, collect_triplets, split_volumes
-from .errors import InputError
-from .figures import plot_training_curves
-from .io import find_stacks, iter_volumes, read_stack
 from .losses import LaplacianLoss, critic_loss
-from .metrics import psnr, ssim
-from .nets import SIZE_MULTIPLE, Critic, Generator
-
-FINAL = "final.pt"
-CHECKPOINT_DIR = "checkpoints"
+from .nets import Critic, Generator
+from .runs import CONFIG, CURVES, FINAL, METRICS, checkpoint_path, step_checkpoints
 
 
 @dataclass
@@ -83,17 +83,6 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
-def _pick_device(spec: str, local_rank: int) -> torch.device:
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda":
-        spec = f"cuda:{local_rank}"
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("train.device", f"{spec!r} requested but CUDA is not available")
-    return device
-
-
 def bf16_autocast_supported(device: torch.device) -> bool:
     """Whether ``device`` runs bfloat16 natively: CUDA with bf16, or a CPU with AVX512-BF16 or AMX.
 
@@ -118,7 +107,7 @@ class Trainer:
     data
         Training volumes (from :func:`load_training_data`).
     run_dir
-        Where ``config.yaml``, ``checkpoints/``, ``final.pt``, ``metrics.csv`` and ``training_curves.png`` go.
+        The run folder (its layout: :mod:`.runs`).
     """
 
     def __init__(self, config: Config, data: TrainingData, run_dir: str | Path) -> None:
@@ -127,7 +116,7 @@ class Trainer:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = _pick_device(config.train.device, local_rank)
+        self.device = torch.device(pick_device(config.train.device, "train.device", local_rank))
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if self.device.type == "cuda":
@@ -195,7 +184,7 @@ class Trainer:
 
     def latest_checkpoint(self) -> Path | None:
         """The newest checkpoint in the run directory (by step), if any."""
-        candidates = {int(p.stem.split("_")[1]): p for p in (self.run_dir / CHECKPOINT_DIR).glob("step_*.pt")}
+        candidates = step_checkpoints(self.run_dir)
         final = self.run_dir / FINAL
         if final.exists():
             candidates[int(load_checkpoint(final)["step"])] = final
@@ -294,7 +283,7 @@ class Trainer:
             self.load_state(resume)
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_yaml(self.config, self.run_dir / "config.yaml")
+            save_yaml(self.config, self.run_dir / CONFIG)
         val_every = tc.val_every or self.steps_per_epoch
         t0 = time.perf_counter()
         bar = tqdm(total=tc.max_steps, initial=self.step, disable=not progress or self.rank != 0,
@@ -321,7 +310,7 @@ class Trainer:
                 if self.rank == 0:
                     self._write_metrics()
             if self.rank == 0 and (self.step % tc.checkpoint_every == 0 and not last):
-                save_checkpoint(self.run_dir / CHECKPOINT_DIR / f"step_{self.step:08d}.pt", self.state())
+                save_checkpoint(checkpoint_path(self.run_dir, self.step), self.state())
         bar.close()
         final = self.run_dir / FINAL
         if self.rank == 0:
@@ -331,11 +320,5 @@ class Trainer:
         return final
 
     def _write_metrics(self) -> None:
-        keys: list[str] = []
-        for row in self.history:
-            keys += [k for k in row if k not in keys]
-        with atomic_path(self.run_dir / "metrics.csv") as tmp, tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
-        plot_training_curves(self.history, self.run_dir / "training_curves.png")
+        write_csv(self.history, self.run_dir / METRICS, columns(self.history))
+        plot_training_curves(self.history, self.run_dir / CURVES)

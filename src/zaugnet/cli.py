@@ -12,20 +12,21 @@ import argparse
 import contextlib
 import math
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from zaugnet.training import __version__
-from zaugnet.training.errors import InputError
+from zaugnet import __version__
+from zaugnet.errors import InputError
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 #: Weight formats of a package ``--weight-format`` may choose (as ``zaugnet.export.load.WEIGHT_FORMATS``).
 WEIGHT_FORMATS = ("pytorch_state_dict", "onnx", "torchscript")
+#: Classical methods (as ``zaugnet.predict.baselines.BASELINES``; named here so ``--help`` needs no numpy).
+CLASSICAL = ("linear", "cubic", "spline")
 TIFF_OUTPUTS = (".tif", ".tiff")
 FIGURE_SUFFIXES = (".png",)
 
@@ -71,8 +72,8 @@ def _check_output(path: Path, *, overwrite: bool, suffixes: Sequence[str] = (), 
 
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
-    from zaugnet.training.io import VoxelSize, write_stack
-    from zaugnet.training.phantoms import simulate_stack
+    from zaugnet.io.tiff import VoxelSize, write_stack
+    from zaugnet.phantoms import simulate_stack
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
@@ -83,9 +84,6 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
                           xy_step_um=args.xy_step, dtype=args.dtype, noise=not args.no_noise)
     write_stack(out, data, "ZYX", VoxelSize(z=args.z_step, y=args.xy_step, x=args.xy_step), overwrite=True)
     print(f"wrote {out} {data.shape} {data.dtype}, voxel size z={args.z_step} y=x={args.xy_step} um")
-
-
-_RUN_FILES = ("checkpoints", "final.pt", "metrics.csv", "training_curves.png", "config.yaml")
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -115,12 +113,13 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from zaugnet.training import runs
     from zaugnet.training.trainer import Trainer, load_training_data
 
     config = _train_config(args)
     data = load_training_data(args.data, axes=config.data.axes)
     run_dir = Path(args.output)
-    existing = [name for name in _RUN_FILES if (run_dir / name).exists()]
+    existing = runs.existing(run_dir)
     if existing and not (args.resume or args.overwrite):
         raise InputError(run_dir, f"already holds a run ({', '.join(existing)}); pass --resume to continue it "
                                   "or --overwrite to start again")
@@ -133,9 +132,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if resume is None:
             raise InputError(run_dir, "--resume: no checkpoint to resume from")
     elif existing and trainer.rank == 0:
-        for name in existing:
-            target = run_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        runs.clear(run_dir)
     n_val = len(trainer.val_triplets)
     if trainer.rank == 0:
         print(f"{len(data.volumes)} volume(s), {len(trainer.train_triplets)} training / {n_val} validation "
@@ -172,15 +169,18 @@ def _check_predict_request(args: argparse.Namespace, src: Path, out: Path, large
     _check_output(out, overwrite=args.overwrite, suffixes=(*TIFF_OUTPUTS, ".zarr"))
     if large and out.suffix != ".zarr":
         raise InputError(out, "an OME-Zarr input is written as OME-Zarr: give an output ending in .zarr")
-    if method_name in ("linear", "cubic") and args.model is not None:
+    if method_name in CLASSICAL and args.model is not None:
         raise InputError("--model/--method", f"--method {method_name} uses no model; leave out --model")
-    if method_name in ("linear", "cubic") and args.weight_format:
+    if method_name in CLASSICAL and args.weight_format:
         raise InputError("--weight-format", f"--method {method_name} uses no model; leave out --weight-format")
     if method_name == "auto" and large:
         raise InputError("--method auto", "the self-check needs the whole stack in memory; give --method model "
                                           "or --method cubic for OME-Zarr")
     if args.restart and not large:
         raise InputError("--restart", "applies to OME-Zarr (.zarr) outputs, which can be resumed")
+    if args.chunk is not None and not large:
+        raise InputError("--chunk", "applies to OME-Zarr (.zarr) outputs, computed block by block; use --tile for "
+                                    "the model's tiles")
     if args.figure:
         if large:
             raise InputError("--figure", "is drawn for TIFF outputs only (the whole result in memory)")
@@ -193,8 +193,9 @@ def _check_predict_request(args: argparse.Namespace, src: Path, out: Path, large
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from zaugnet.training.io import read_stack, write_stack
-    from zaugnet.training.predict import augment_stack, make_plan, midpoint_passes
+    from zaugnet.io.tiff import read_stack, write_stack
+    from zaugnet.predict.plan import make_plan, midpoint_passes
+    from zaugnet.predict.volume import augment_stack
 
     src, out = Path(args.input), Path(args.output)
     large = out.suffix == ".zarr" or src.suffix == ".zarr"
@@ -206,7 +207,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
         spec = args.model or default_model()
         method = _load_model(spec, device=_device(args.device), batch_size=args.batch_size, tile=args.tile,
-                             halo=args.halo, weight_format=args.weight_format)
+                             halo=args.halo, tta=args.tta, weight_format=args.weight_format)
         if not args.model:
             print(f"model: {spec} (the shipped default; choose another with --model)", file=sys.stderr)
         # a midpoint-only model and a factor it cannot serve: refused before the stack is read
@@ -214,7 +215,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         if args.target_spacing is None:
             midpoint_passes(probe.positions, method, probe.option)
     if large:  # out of core: OME-Zarr (or a memory-mapped TIFF) in, OME-Zarr out, block by block with dask
-        from zaugnet.training.bigvolume import open_large, predict_large
+        from zaugnet.io.omezarr import open_large
+        from zaugnet.predict.outofcore import predict_large
 
         if out.suffix != ".zarr":
             raise InputError(out, "an OME-Zarr input is written as OME-Zarr: give an output ending in .zarr")
@@ -228,14 +230,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if not isinstance(method, str):
         midpoint_passes(plan.positions, method, plan.option)
         if method_name == "auto":
-            from zaugnet.training.selfcheck import AutoMethod
+            from zaugnet.evaluate.selfcheck import AutoMethod
 
             method = AutoMethod(method, progress=not args.quiet)
             if not args.quiet:
-                print(f"self-check: every other slice of each volume held out and predicted back by "
-                      f"{method.model.name} and by cubic interpolation", file=sys.stderr)
+                print(f"self-check: slices of each volume held out and predicted back by {method.model.name} and "
+                      "by linear, cubic and spline interpolation", file=sys.stderr)
     if large:
-        predict_large(src, out, plan, method, chunk_yx=args.tile, halo=args.halo, num_workers=args.workers,
+        predict_large(src, out, plan, method, chunk_yx=args.chunk or 512, num_workers=args.workers,
                       progress=not args.quiet, overwrite=args.overwrite, restart=args.restart, axes=args.axes)
         dtype = "OME-Zarr"
     else:
@@ -256,7 +258,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 def _check_memory(stack: Any, n_out: int, out: Path) -> None:
     """Refuse a TIFF output that cannot fit in memory (it is built whole before it is written)."""
-    from zaugnet.training.io import available_memory
+    from zaugnet.io.tiff import available_memory
 
     z_axis = stack.axes.index("Z")
     per_slice = stack.data.nbytes // max(1, stack.data.shape[z_axis])
@@ -280,7 +282,7 @@ def _committed_together(figure: Path | None) -> Iterator[Path | None]:
     if figure is None:
         yield None
         return
-    from zaugnet.training.atomic import atomic_path
+    from zaugnet.atomic import atomic_path
 
     with atomic_path(figure) as tmp:
         yield tmp
@@ -288,15 +290,15 @@ def _committed_together(figure: Path | None) -> Iterator[Path | None]:
 
 def _augmentation_figure(before: Any, after: Any, method: Any, path: Path) -> None:
     """``--figure``: orthogonal views of the first volume before and after, titled with the method used."""
-    from zaugnet.training.figures import plot_z_augmentation
-    from zaugnet.training.io import iter_volumes
-    from zaugnet.training.selfcheck import AutoMethod
+    from zaugnet.evaluate.selfcheck import AutoMethod
+    from zaugnet.figures import plot_z_augmentation
+    from zaugnet.io.tiff import iter_volumes
 
     (label, vol_in), (_, vol_out) = next(iter_volumes(before)), next(iter_volumes(after))
     used = method if isinstance(method, str) else method.name
     if isinstance(method, AutoMethod):
         first = method.checks[0]
-        used += f" -> {first.model if first.choice == 'model' else 'cubic'} (self-check {first.margin:+.2f} dB)"
+        used += f" -> {first.model if first.choice == 'model' else first.choice} (self-check {first.margin:+.2f} dB)"
     name = f"{before.path.name if before.path else 'stack'}{f' [{label}]' if label else ''}"
     vs_in, vs_out = before.voxel_size, after.voxel_size
     plot_z_augmentation(vol_in, vol_out, vs_in.z, vs_out.z, (vs_in.y, vs_in.x), path,
@@ -305,8 +307,8 @@ def _augmentation_figure(before: Any, after: Any, method: Any, path: Path) -> No
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from zaugnet.training.io import find_stacks, read_stack
-    from zaugnet.training.selfcheck import AutoMethod
+    from zaugnet.evaluate.selfcheck import AutoMethod
+    from zaugnet.io.tiff import find_stacks, read_stack
 
     out = Path(args.output)
     _check_output(out, overwrite=True, folder=True)
@@ -321,6 +323,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     paths = find_stacks(args.stacks)
     stacks = [read_stack(p, axes=args.axes) for p in paths]  # validate every input before any work
     methods: dict[str, object] = {m: m for m in args.methods if m != "auto"}
+    if "auto" in args.methods:  # the self-check is judged against every classical method it chooses among
+        methods.update({m: m for m in CLASSICAL if m not in methods})
     device = _device(args.device)
     autos: list[AutoMethod] = []
     for spec in args.model or []:
@@ -333,7 +337,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
             methods[autos[-1].name] = autos[-1]
     extractor = None
     if args.fid_weights:
-        from zaugnet.training.fid import InceptionFeatures
+        from zaugnet.evaluate.fid import InceptionFeatures
 
         extractor = InceptionFeatures(args.fid_weights, device=device)
     with _staged_folder(out) as stage:
@@ -347,10 +351,17 @@ def _evaluate_into(out: Path, args: argparse.Namespace, stacks: list, methods: d
     """Score ``methods`` on ``stacks``; write metrics and figures into the folder ``out``; return the table."""
     import numpy as np
 
-    from zaugnet.training.atomic import atomic_write_text
-    from zaugnet.training.evaluate import evaluate_stack, format_table, summarize, to_8bit, write_csv
-    from zaugnet.training.evaluation_figures import plot_orthogonal_views, plot_per_slice_psnr
-    from zaugnet.training.selfcheck import JUDGEMENT_FIELDS, judge_self_checks
+    from zaugnet.atomic import atomic_write_text
+    from zaugnet.evaluate.metrics import to_8bit
+    from zaugnet.evaluate.protocol import (
+        FIELDS,
+        evaluate_stack,
+        format_table,
+        summarize,
+    )
+    from zaugnet.evaluate.selfcheck import JUDGEMENT_FIELDS, judge_self_checks
+    from zaugnet.figures import plot_orthogonal_views, plot_per_slice_psnr
+    from zaugnet.tables import write_csv
 
     rows, real8, fake8 = [], [], {m: [] for m in methods}
     checks: list[dict] = []
@@ -370,10 +381,10 @@ def _evaluate_into(out: Path, args: argparse.Namespace, stacks: list, methods: d
                 for m, pred in ev.predictions.items():
                     fake8[m].append(to_8bit(pred[1::2], lo, hi))
     table = rows + summarize(rows)
-    write_csv(table, out / "metrics.csv")
+    write_csv(table, out / "metrics.csv", FIELDS)
     text = format_table(table)
     if extractor is not None:
-        from zaugnet.training.fid import fid
+        from zaugnet.evaluate.fid import fid
 
         real = np.concatenate(real8)
         lines = ["method,fid_factor2"] + [f"{m},{fid(real, np.concatenate(f), extractor, value_range=(0, 255)):.4f}"
@@ -386,10 +397,11 @@ def _evaluate_into(out: Path, args: argparse.Namespace, stacks: list, methods: d
     if checks:
         write_csv(checks, out / "selfcheck.csv", JUDGEMENT_FIELDS)
         right = sum(c["right"] for c in checks)
-        text += (f"\n\nself-check (--method auto) chose the truly better of model and cubic in {right} of "
-                 f"{len(checks)} cases")
-        text += "".join(f"\n  {c['stack']} x{c['factor']}: chose {c['choice']} ({c['check_margin_db']:+.2f} dB on "
-                        f"its check), true margin {c['true_margin_db']:+.2f} dB" for c in checks)
+        text += (f"\n\nself-check (--method auto) chose a method within 0.1 dB of the truly best of the model, linear, "
+                 f"cubic and spline in {right} of {len(checks)} cases")
+        text += "".join(f"\n  {c['stack']} x{c['factor']}: chose {c['choice']}, best {c['best']} (cost "
+                        f"{c['cost_db']:.2f} dB); model over the best classical {c['check_margin_db']:+.2f} dB on the "
+                        f"check, {c['true_margin_db']:+.2f} dB in truth" for c in checks)
     return text
 
 
@@ -426,7 +438,7 @@ def _load_model(spec: str, **options: Any) -> Any:
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from zaugnet.export import export_model
-    from zaugnet.training.io import iter_volumes, read_stack
+    from zaugnet.io.tiff import iter_volumes, read_stack
 
     sample = None
     if args.sample and not Path(args.sample).is_file():
@@ -450,17 +462,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 def _device(spec: str) -> str:
     """``--device``: auto, cpu, cuda or cuda:N, checked against what this machine has."""
-    import re
+    from zaugnet.devices import pick_device
 
-    import torch
-
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):
-        raise InputError("--device", f"unknown device {spec!r}; choose auto, cpu, cuda or cuda:N")
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device", f"{spec!r} requested but CUDA is not available")
-    return spec
+    return pick_device(spec)
 
 
 def _subcommand(sub: Any, name: str, summary: str, description: str, examples: str) -> argparse.ArgumentParser:
@@ -535,9 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     pr = _subcommand(sub, "predict", "z-augment a stack with a model or a classical interpolation",
-                     "By default the shipped ZAugNet doubles the number of slices (n -> 2n - 1) after a "
-                     "self-check on your stack's own slices: it is used only where it beats cubic "
-                     "interpolation there, else cubic interpolation is. Original slices are copied bit for "
+                     "By default the number of slices is doubled (n -> 2n - 1) after a self-check on your "
+                     "stack's own slices: the shipped ZAugNet+ is used only where it clearly beats linear, "
+                     "cubic and spline interpolation there, else the best of those. Original slices are copied bit "
+                     "for "
                      "bit; dtype, intensities and voxel size (with the new z spacing) are kept.",
                      "  zaugnet predict my_stack.tif -o my_stack_x2.tif --figure views.png\n"
                      "  zaugnet predict my_stack.tif -o my_stack_x3.tif --model bioimageio_models/zaugnet_plus "
@@ -549,11 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
                     ".zarr for OME-Zarr written out of core block by block (resumable); missing folders are "
                     "created")
     pr.add_argument("--model", help="trained model: a checkpoint (RUN_DIR/final.pt), a BioImage.IO package "
-                    "(zip or folder), a URL to one, or a model-zoo id (default: the shipped ZAugNet)")
-    pr.add_argument("--method", choices=["auto", "model", "linear", "cubic"],
-                    help="auto (default for TIFF): per volume, the model or cubic interpolation, whichever predicts "
-                    "the volume's own held-out slices better (reported); model: always the model (default for "
-                    "OME-Zarr); linear, cubic: classical axial interpolation")
+                    "(zip or folder), a URL to one, or a model-zoo id (default: the shipped ZAugNet+)")
+    pr.add_argument("--method", choices=["auto", "model", *CLASSICAL],
+                    help="auto (default for TIFF): per volume, the model or the best classical method, whichever "
+                    "predicts the volume's own held-out slices better (the model only when clearly better; "
+                    "reported); model: always the model (default for OME-Zarr); linear, cubic (Keys), spline "
+                    "(not-a-knot cubic spline along z): classical axial interpolation")
     pr.add_argument("--factor", type=int, help="new slices per gap + 1 (default 2; ZAugNet: 2, 4, 8, ...)")
     pr.add_argument("--z-positions", type=_finite, nargs="+", metavar="Z",
                     help="relative positions in (0, 1) of the new slices in every gap (ZAugNet+, ZAugNet-C)")
@@ -566,9 +572,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "from the package). torchscript RUNS THE PACKAGE'S CODE (TorchScript is a program): choose "
                     "it only for packages you trust")
     pr.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
-    pr.add_argument("--tile", type=int, default=512, help="tile side in pixels, a multiple of 16; OME-Zarr: "
-                    "the side of each block (default 512)")
-    pr.add_argument("--halo", type=int, default=128, help="context around each tile in pixels (default 128)")
+    pr.add_argument("--tta", action="store_true", help="test-time augmentation: average the model over the 8 "
+                    "rotations / mirror images and z reversal (16x the model's time; the shipped ZAugNet+ at 2x on "
+                    "five real stacks: -0.04 to +0.24 dB PSNR, and smoother new slices)")
+    pr.add_argument("--tile", type=int, default=512, help="side of the model's tiles in pixels, a multiple of 16 "
+                    "(default 512); larger slices are predicted tile by tile (out of core each --chunk block, with "
+                    "its halo, is one tile)")
+    pr.add_argument("--halo", type=int, default=128, help="context the model sees around each tile (and, out of "
+                    "core, around each block) in pixels (default 128)")
+    pr.add_argument("--chunk", type=int, help="OME-Zarr output: side in pixels of the XY blocks computed one at a "
+                    "time and of the output chunks, a multiple of 16 (default 512)")
     pr.add_argument("--axes", help="axes of inputs without metadata, e.g. TZYX or ZCYX")
     pr.add_argument("--workers", type=int, help="OME-Zarr output: dask worker threads (default: automatic); "
                     "they share --threads")
@@ -591,9 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--output", required=True, help="folder for metrics.csv and figures")
     ev.add_argument("--model", action="append", help="a trained model to score: checkpoint, package, URL or "
                     "zoo id (repeatable)")
-    ev.add_argument("--methods", nargs="*", choices=["linear", "cubic", "auto"], default=["linear", "cubic"],
-                    help="classical baselines to score beside the models (default: linear cubic); auto also scores "
-                    "each model under --method auto (its self-check runs on the reduced stack)")
+    ev.add_argument("--methods", nargs="*", choices=[*CLASSICAL, "auto"], default=list(CLASSICAL),
+                    help="classical baselines to score beside the models (default: linear cubic spline); auto also "
+                    "scores each model under --method auto (its self-check runs on the reduced stack)")
     ev.add_argument("--factor", type=int, default=2, help="also score this factor (a power of two for ZAugNet; "
                     "factor 2 is always scored)")
     ev.add_argument("--weight-format", choices=WEIGHT_FORMATS, help="which weights of a package --model runs "

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import benchmark_script
+from support import benchmark_script, copying_checkpoint, staircase
 
-from zaugnet.training.evaluate import evaluate_volume, to_8bit
-from zaugnet.training.io import read_stack
+from zaugnet.evaluate.metrics import to_8bit
+from zaugnet.evaluate.protocol import evaluate_volume
+from zaugnet.io.tiff import VoxelSize, read_stack, write_stack
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -28,14 +29,16 @@ def _row(rows: list[dict], stack: str, method: str, factor: int) -> dict:
 
 
 def test_benchmark_writes_accuracy_and_speed_for_every_method_and_runtime(
-        tiny_checkpoints: dict[str, Path], phantom_dir: Path, tmp_path: Path) -> None:
+        tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
     from zaugnet.export.bioimageio import export_model
 
     package = export_model(tiny_checkpoints["zaugnet+"], tmp_path / "package", test=False)
-    stack = min(phantom_dir.glob("*.tif"))
+    stack = tmp_path / "staircase.tif"
+    write_stack(stack, staircase(), "ZYX", VoxelSize(0.6, 0.2, 0.2))
+    copying = copying_checkpoint(tmp_path / "copy.pt")
     out = tmp_path / "results"
     status = benchmark_script("models").main([
-        "--model", f"zaugnet={tiny_checkpoints['zaugnet']}", "--model", f"zaugnet+={package}", "--stacks", str(stack),
+        "--model", f"zaugnet={copying}", "--model", f"zaugnet+={package}", "--stacks", str(stack),
         "--factors", "2", "4", "--sizes", "32", "--pairs", "2", "--threads", "1", "--auto", "-o", str(out)])
     assert status == 0
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "accuracy.png", "speed.csv",
@@ -43,7 +46,7 @@ def test_benchmark_writes_accuracy_and_speed_for_every_method_and_runtime(
 
     # accuracy: every method x factor on the stack, and the overall mean
     rows = _rows(out / "accuracy.csv")
-    methods = ["linear", "cubic", "zaugnet", "zaugnet+", "auto(zaugnet)", "auto(zaugnet+)"]
+    methods = ["linear", "cubic", "spline", "zaugnet", "zaugnet+", "auto(zaugnet)", "auto(zaugnet+)"]
     scored = {(r["stack"], r["method"], r["factor"]) for r in rows if r["position"] == "all"}
     assert scored == {(name, m, f) for name in (stack.name, "overall") for m in methods for f in ("2", "4")}
     assert all(math.isfinite(float(r["psnr_8bit"])) and math.isfinite(float(r["ssim"])) for r in rows)
@@ -66,17 +69,34 @@ def test_benchmark_writes_accuracy_and_speed_for_every_method_and_runtime(
         assert float(_row(rows, stack.name, "cubic", 4)[key]) == pytest.approx(cubic4[key], rel=1e-9)
 
     md = (out / "accuracy.md").read_text()
-    assert "## 2x" in md and "## 4x" in md and "PSNR gain over cubic (dB)" in md and "SSIM gain over cubic" in md
+    assert "## 2x" in md and "## 4x" in md and "PSNR gain over best classical (dB)" in md
     assert f"| {stack.name} | cubic |" in md and "| **overall** | zaugnet+ |" in md
-    gain = float(linear2["psnr_8bit"]) - float(_row(rows, stack.name, "cubic", 2)["psnr_8bit"])
+    # the gain is over the best of linear, cubic and spline on this stack and factor
+    classical2 = {m: float(_row(rows, stack.name, m, 2)["psnr_8bit"]) for m in ("linear", "cubic", "spline")}
+    gain = float(linear2["psnr_8bit"]) - max(classical2.values())
     assert f"| {stack.name} | linear | {float(linear2['psnr_8bit']):.2f} |" in md and f"| {gain:+.2f} |" in md
     assert "Command: `python benchmarks/models.py --model zaugnet=" in md
-    # --auto: each auto row is the model's or cubic's, and the self-check section judges every choice
-    for f in (2, 4):
-        auto = _row(rows, stack.name, "auto(zaugnet)", f)["psnr_8bit"]
-        assert auto in (_row(rows, stack.name, "zaugnet", f)["psnr_8bit"], _row(rows, stack.name, "cubic", f)["psnr_8bit"])
-    assert "## Self-check (`--method auto`)" in md and md.count("| zaugnet+ | ") >= 2
-    assert f"| {stack.name} | 4 | zaugnet | " in md
+    # --auto: the copying model wins its self-check at 2x (on [::2], slices in pairs) and loses it at 4x, where the
+    # reduced stack [::4] has 5 slices (no trend) and changes linearly: the classical method that best predicts
+    # its every other slice is used. Copying is truly better at both factors, so only the first choice is right.
+    reduced4 = read_stack(stack).data[:(len(gt) - 1) // 4 * 4 + 1][::4]
+    check4 = evaluate_volume(reduced4, {m: m for m in ("linear", "cubic", "spline")}, 2, positions_check=())
+    classical4 = max((r for r in check4.rows if r["position"] == "all"), key=lambda r: r["psnr_8bit"])["method"]
+    for f, used, other in ((2, "zaugnet", classical4), (4, classical4, "zaugnet")):
+        scores = lambda method: [_row(rows, stack.name, method, f)[k] for k in ("psnr_8bit", "ssim_8bit", "rmse")]  # noqa: E731
+        assert scores("auto(zaugnet)") == scores(used) != scores(other), f
+    assert md.count("## Self-check (`--method auto`)") == 1 and md.count("| zaugnet+ | ") >= 2
+    section = md.split("## Self-check (`--method auto`)")[1]
+    assert " of 4** cases" in section  # two factors for each of two models
+    judged = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in section.splitlines()
+              if line.startswith(f"| {stack.name} | ") and line.split("|")[3].strip() == "zaugnet"]
+    assert [(j[1], j[3], j[4], j[8]) for j in judged] == [("2", "model", "model", "yes"),
+                                                           ("4", classical4, "model", "no")], judged
+    (_, _, _, _, _, cost2, margin2, true2, _), (_, _, _, _, _, cost4, margin4, true4, _) = judged
+    assert float(cost2) == 0 and float(margin2) > 30 and float(true2) > 20, judged
+    psnr4 = {m: float(_row(rows, stack.name, m, 4)["psnr_8bit"]) for m in ("zaugnet", classical4)}
+    assert float(margin4) < -10 and float(true4) > 30, judged
+    assert float(cost4) == pytest.approx(psnr4["zaugnet"] - psnr4[classical4], abs=0.006), judged
 
     # speed: a checkpoint runs eager only, a package each of its runtimes; each measured in its own process
     speed = _rows(out / "speed.csv")

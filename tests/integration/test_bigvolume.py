@@ -1,9 +1,12 @@
-"""Out-of-core prediction (:mod:`zaugnet.training.bigvolume`): OME-Zarr in and out, block-wise results equal
-to in-memory prediction, bounded memory on a 400 MB volume, a SIGKILLed run resumed without recomputing
-finished blocks, NGFF metadata round trip, a dask.distributed client, and bad inputs."""
+"""Out-of-core prediction (:mod:`zaugnet.predict.outofcore`, stores by :mod:`zaugnet.io.omezarr`): OME-Zarr in
+and out, block-wise results equal to in-memory prediction (ZAugNet, ZAugNet+, ZAugNet-C with its K slices and
+edge replication, min-max and percentile ranges over whole slices), bounded memory on a 400 MB volume, a
+SIGKILLed or interrupted run resumed without recomputing finished blocks, NGFF metadata round trip, a
+dask.distributed client, the CLI's ``--chunk``, and bad inputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,14 +19,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
+from zaugnet.export.load import from_checkpoint
 
-from zaugnet.training import bigvolume
-from zaugnet.training.bigvolume import create_ome_zarr, open_large, predict_large, read_ome_zarr, write_ome_zarr
-from zaugnet.training.errors import InputError
-from zaugnet.training.io import Stack, VoxelSize, write_stack
-from zaugnet.training.phantoms import simulate_stack
-from zaugnet.training.predict import augment_stack, from_checkpoint, interpolate_volume, make_plan
+from zaugnet.cli import EXIT_INPUT_ERROR, main
+from zaugnet.errors import InputError
+from zaugnet.io.omezarr import (
+    create_ome_zarr,
+    open_large,
+    read_ome_zarr,
+    write_ome_zarr,
+)
+from zaugnet.io.tiff import Stack, VoxelSize, write_stack
+from zaugnet.phantoms import simulate_stack
+from zaugnet.predict import outofcore
+from zaugnet.predict.interpolator import ModelInterpolator
+from zaugnet.predict.outofcore import predict_large
+from zaugnet.predict.plan import make_plan
+from zaugnet.predict.volume import augment_stack, interpolate_volume
 
 VOXEL = VoxelSize(0.6, 0.2, 0.2, "um")
 #: Tiled and untiled predictions agree within this fraction of the intensity range (predict.py's promise).
@@ -52,10 +66,20 @@ def volume(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     return path, data
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """Torch on one thread while a test runs: on a loaded 2-core machine the in-memory reference with two
+    intra-op threads is many times slower; the values are the same to float rounding."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --- the same values as in memory --------------------------------------------------------------
 
 
-def test_zaugnet_plus_blocks_equal_in_memory_prediction(volume, tiny_checkpoints, tmp_path) -> None:
+def test_zaugnet_plus_blocks_equal_in_memory_prediction(volume, tiny_checkpoints, tmp_path, one_torch_thread) -> None:
     path, data = volume
     model = from_checkpoint(str(tiny_checkpoints["zaugnet+"]))
     plan = make_plan(4, VOXEL.z, factor=3)
@@ -77,7 +101,7 @@ def test_zaugnet_plus_blocks_equal_in_memory_prediction(volume, tiny_checkpoints
     assert np.abs(own - reference[1, :256, :256]).max() > 10 * TILING_TOLERANCE * span
 
 
-def test_zaugnet_factor_4_runs_two_passes_like_in_memory(tiny_checkpoints, tmp_path) -> None:
+def test_zaugnet_factor_4_runs_two_passes_like_in_memory(tiny_checkpoints, tmp_path, one_torch_thread) -> None:
     data = phantom((3, 272, 288), seed=5).astype(np.float32)
     write_ome_zarr(tmp_path / "in.ome.zarr", data, "ZYX", VOXEL, chunk_yx=128)
     model = from_checkpoint(str(tiny_checkpoints["zaugnet"]))
@@ -99,7 +123,7 @@ def test_baselines_equal_in_memory_exactly_from_tiff_and_zarr(tmp_path) -> None:
     stack = Stack(data, "TZCYX", VoxelSize(0.5, 0.1, 0.1, "um"))
     write_stack(tmp_path / "in.tif", stack)
     write_ome_zarr(tmp_path / "in.ome.zarr", stack, chunk_yx=64)
-    for method, kwargs in (("linear", {"factor": 3}), ("cubic", {"target_spacing": 0.2})):
+    for method, kwargs in (("linear", {"factor": 3}), ("cubic", {"target_spacing": 0.2}), ("spline", {"factor": 2})):
         plan = make_plan(5, 0.5, **kwargs)
         expected = augment_stack(stack, plan, method, progress=False)
         for source in ("in.tif", "in.ome.zarr"):
@@ -111,6 +135,150 @@ def test_baselines_equal_in_memory_exactly_from_tiff_and_zarr(tmp_path) -> None:
             vs, ref = got.voxel_size, expected.voxel_size
             assert (vs.z, vs.y, vs.x, vs.unit) == (pytest.approx(ref.z), pytest.approx(ref.y), pytest.approx(ref.x),
                                                    "um")
+
+
+# --- ZAugNet-C: K slices per gap, through the in-memory interpolator ---------------------------------
+
+
+def context_stack(shape: tuple[int, int, int] = (5, 112, 128)) -> np.ndarray:
+    """A float32 phantom, so out-of-core and in-memory results compare without integer rounding."""
+    return phantom(shape, seed=11).astype(np.float32)
+
+
+@pytest.mark.parametrize("source", ["in.ome.zarr", "in.tif"])
+def test_zaugnet_c_blocks_equal_in_memory_prediction(source, tiny_checkpoints, tmp_path, one_torch_thread) -> None:
+    """ZAugNet-C (K = 4) out of core, 3 x 3 blocks of 48 px with a 32 px halo, gives augment_stack's slices at every
+    gap (the first and last repeat the edge slice); originals bit for bit."""
+    data = context_stack()
+    stack = Stack(data, "ZYX", VOXEL)
+    if source.endswith(".tif"):
+        write_stack(tmp_path / source, stack)
+    else:
+        write_ome_zarr(tmp_path / source, stack, chunk_yx=64)  # input chunks unlike the blocks
+    model = from_checkpoint(str(tiny_checkpoints["zaugnet-c"]))
+    assert model.n_slices == 4
+    plan = make_plan(5, VOXEL.z, factor=3)
+    out = predict_large(tmp_path / source, tmp_path / "out.ome.zarr", plan, model, chunk_yx=48, halo=32,
+                        progress=False)
+    got = read_ome_zarr(out)
+
+    expected = augment_stack(stack, plan, model, progress=False)  # whole slices, untiled
+    span = float(data.max() - data.min())
+    assert got.data.shape == expected.data.shape == (13, 112, 128) and got.data.dtype == np.float32
+    assert np.abs(got.data - expected.data).max() <= TILING_TOLERANCE * span
+    np.testing.assert_array_equal(got.data[::3], data)  # originals bit for bit
+    assert got.voxel_size.z == pytest.approx(expected.voxel_size.z)
+    assert json.loads((out / ".zattrs").read_text())["zaugnet"]["method"] == model.name
+
+    # control: at the first gap, the four slices 0..3 instead of the edge-replicated 0, 0, 1, 2 give another
+    # slice, far outside the tolerance, so the comparison above does check the edge replication
+    unreplicated = model.predict_windows(data[None, 0:4], [1 / 3])[0]
+    assert np.abs(unreplicated - expected.data[1]).max() > 100 * TILING_TOLERANCE * span
+
+
+def lopsided_net(x: torch.Tensor) -> torch.Tensor:
+    """A pointwise stand-in for ZAugNet-C (K = 4 slices, then the DPM): unequal weights per slice (the order and
+    the edge replication show), squared (the intensity range shows: not scale-equivariant), plus z."""
+    mix = 0.1 * x[:, 0] + 0.2 * x[:, 1] + 0.3 * x[:, 2] + 0.4 * x[:, 3]
+    return (mix**2 + x[:, 4])[:, None]
+
+
+@pytest.mark.parametrize("normalization", ["minmax", "percentile"])
+def test_zaugnet_c_ranges_are_those_of_the_whole_k_slices(normalization, tmp_path) -> None:
+    """Each gap's (low, scale) out of core is normalize_pair's over its K whole slices (min/max from the first
+    pass's per-slice extremes; percentiles from the K whole slices), as in memory, for every time point and
+    channel; a block normalised by its own range would be far off."""
+    rng = np.random.default_rng(4)
+    data = rng.gamma(2.0, 900.0, (2, 5, 2, 64, 80)).astype(np.float32)  # T Z C Y X
+    data *= np.linspace(0.2, 3.0, 80, dtype=np.float32)  # every block has its own range
+    data[1, 4, 1, 5, 70] = 2e5  # a hot pixel: min/max and percentiles differ
+    stack = Stack(data, "TZCYX", VOXEL)
+    write_ome_zarr(tmp_path / "in.ome.zarr", stack, chunk_yx=32)
+    model = ModelInterpolator(lopsided_net, "zaugnet-c", n_slices=4, normalization=normalization,
+                              percentiles=(1.0, 99.0))
+    plan = make_plan(5, VOXEL.z, z_positions=[0.25, 0.6])
+    out = predict_large(tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr", plan, model, chunk_yx=32, halo=16,
+                        progress=False)
+    got = read_ome_zarr(out).data
+    expected = augment_stack(stack, plan, model, progress=False).data
+    span = float(data.max() - data.min())
+    assert got.shape == expected.shape == (2, 13, 2, 64, 80)
+    assert np.abs(got - expected).max() <= 1e-6 * span  # pointwise network: no tiling error at all
+    np.testing.assert_array_equal(got[:, ::3], data)
+
+    # control: the last gap's window (edge replicated: slices 2, 3, 4, 4) over the first block, normalised by its
+    # own range instead of the whole slices'
+    window = data[0, [2, 3, 4, 4], 0, :32, :32]
+    own = model.predict_windows(window[None], [0.6])[0]
+    assert np.abs(own - expected[0, 11, 0, :32, :32]).max() > 1e-2 * span
+
+
+def test_zaugnet_c_cli_zarr_output_with_chunk(tiny_checkpoints, tmp_path, one_torch_thread, capsys) -> None:
+    """``zaugnet predict in.tif -o out.zarr --method model --model <ZAugNet-C> --chunk 64``: exit 0, the in-memory
+    result (the model's own halo, 128 px, around each 64 px block: wider than that, no block sees whole slices)."""
+    data = context_stack((5, 80, 336))
+    write_stack(tmp_path / "in.tif", Stack(data, "ZYX", VOXEL))
+    checkpoint = str(tiny_checkpoints["zaugnet-c"])
+    code = main(["predict", str(tmp_path / "in.tif"), "-o", str(tmp_path / "out.zarr"), "--method", "model",
+                 "--model", checkpoint, "--chunk", "64", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    got = read_ome_zarr(tmp_path / "out.zarr")
+    assert json.loads((tmp_path / "out.zarr" / "0" / ".zarray").read_text())["chunks"] == [1, 64, 64]
+
+    plan = make_plan(5, VOXEL.z, factor=2)  # the CLI's default factor
+    expected = augment_stack(Stack(data, "ZYX", VOXEL), plan, from_checkpoint(checkpoint), progress=False)
+    assert got.data.shape == expected.data.shape == (9, 80, 336)
+    assert np.abs(got.data - expected.data).max() <= TILING_TOLERANCE * float(data.max() - data.min())
+    np.testing.assert_array_equal(got.data[::2], data)
+    assert got.voxel_size.z == pytest.approx(0.3)
+
+
+class Interrupted(Exception):
+    """Stands for a run stopped half-way (Ctrl-C, a crash)."""
+
+
+def test_interrupted_zaugnet_c_run_resumes_to_the_same_result(tiny_checkpoints, tmp_path, monkeypatch,
+                                                              one_torch_thread) -> None:
+    """A ZAugNet-C run stopped after 6 of its 16 blocks resumes with the other 10 (its saved ranges reused) to the
+    bytes of an uninterrupted run; a model that differs only in its slices per gap does not resume it."""
+    data = context_stack((5, 96, 96))
+    source = tmp_path / "in.ome.zarr"
+    write_ome_zarr(source, data, "ZYX", VOXEL, chunk_yx=48)
+    model = from_checkpoint(str(tiny_checkpoints["zaugnet-c"]))
+    plan = make_plan(5, VOXEL.z, factor=2)
+    options = {"chunk_yx": 48, "halo": 32, "progress": False, "scheduler": "synchronous"}
+    once = read_ome_zarr(predict_large(source, tmp_path / "once.ome.zarr", plan, model, **options)).data
+
+    real, computed = outofcore._block_task, []
+
+    def counted(*task):
+        if len(computed) == 6 and stop[0]:
+            raise Interrupted
+        computed.append(task[4].gap)
+        return real(*task)
+
+    stop = [True]
+    monkeypatch.setattr(outofcore, "_block_task", counted)
+    out = tmp_path / "out.ome.zarr"
+    with pytest.raises(Interrupted):
+        predict_large(source, out, plan, model, **options)
+    partial = tmp_path / "out.ome.zarr.partial"
+    assert len(list(partial.glob(".zaugnet/done/p1/*/*"))) == 6 and not out.exists()
+    saved = json.loads((partial / ".zaugnet" / "ranges_p1.json").read_text())
+    assert sorted(k[2] for k, _ in saved) == [0, 1, 2, 3]  # every gap's range, from the first pass
+
+    other = dataclasses.replace(model, n_slices=2)  # the same weights and settings
+    with pytest.raises(InputError, match=r"out\.ome\.zarr\.partial: holds an unfinished run with other settings "
+                                         r"\(method or model weights\)"):
+        predict_large(source, out, plan, other, **options)
+
+    stop[0] = False
+    computed.clear()
+    predict_large(source, out, plan, model, **options)
+    assert len(computed) == 16 - 6
+    np.testing.assert_array_equal(read_ome_zarr(out).data, once)
+    expected = augment_stack(Stack(data, "ZYX", VOXEL), plan, model, progress=False).data
+    assert np.abs(once - expected).max() <= TILING_TOLERANCE * float(data.max() - data.min())
 
 
 # --- memory ----------------------------------------------------------------------------------------
@@ -138,8 +306,10 @@ def test_peak_memory_stays_far_below_a_400_mb_volume(tmp_path) -> None:
     code = f"""
         import re, numpy as np
         from pathlib import Path
-        from zaugnet.training.bigvolume import predict_large, write_ome_zarr
-        from zaugnet.training.predict import ModelInterpolator, make_plan
+        from zaugnet.predict.outofcore import predict_large
+        from zaugnet.io.omezarr import write_ome_zarr
+        from zaugnet.predict.interpolator import ModelInterpolator
+        from zaugnet.predict.plan import make_plan
 
         def status(key):
             return int(re.search(key + r":\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
@@ -187,10 +357,11 @@ def test_killed_run_resumes_without_recomputing_finished_blocks(tiny_checkpoints
     kill_after = blocks_pass1 + 20
     code = f"""
         import os, signal, threading
-        from zaugnet.training import bigvolume
-        from zaugnet.training.predict import from_checkpoint, make_plan
+        from zaugnet.predict import outofcore
+        from zaugnet.export.load import from_checkpoint
+        from zaugnet.predict.plan import make_plan
 
-        real, lock, count = bigvolume._block_task, threading.Lock(), [0]
+        real, lock, count = outofcore._block_task, threading.Lock(), [0]
 
         def block_then_maybe_die(*args):
             result = real(*args)
@@ -200,8 +371,8 @@ def test_killed_run_resumes_without_recomputing_finished_blocks(tiny_checkpoints
                     os.kill(os.getpid(), signal.SIGKILL)
             return result
 
-        bigvolume._block_task = block_then_maybe_die
-        bigvolume.predict_large({str(source)!r}, {str(tmp_path / "out.ome.zarr")!r}, make_plan(5, 0.6, factor=4),
+        outofcore._block_task = block_then_maybe_die
+        outofcore.predict_large({str(source)!r}, {str(tmp_path / "out.ome.zarr")!r}, make_plan(5, 0.6, factor=4),
                                 from_checkpoint({str(checkpoint)!r}), **{options!r})
     """
     killed = run_python(code)
@@ -218,18 +389,18 @@ def test_killed_run_resumes_without_recomputing_finished_blocks(tiny_checkpoints
     assert chunks_before
 
     computed = []
-    real = bigvolume._block_task
+    real = outofcore._block_task
 
     def recording(model, job, t, c, gap, norm, by, bx):
         computed.append((job.number, t, c, gap.gap, by, bx))
         return real(model, job, t, c, gap, norm, by, bx)
 
-    caplog.set_level(logging.INFO, logger="zaugnet.training.bigvolume")
-    bigvolume._block_task = recording
+    caplog.set_level(logging.INFO, logger="zaugnet.predict.outofcore")
+    outofcore._block_task = recording
     try:
         out = predict_large(source, tmp_path / "out.ome.zarr", plan, model, **options)
     finally:
-        bigvolume._block_task = real
+        outofcore._block_task = real
     assert not set(computed) & finished
     assert len(computed) + len(finished) == blocks_pass1 + blocks_pass2
     assert f"{len(finished) - blocks_pass1} of {blocks_pass2} blocks already done" in caplog.text
@@ -376,7 +547,7 @@ def test_bad_options_and_values(tmp_path, tiny_checkpoints) -> None:
     (tmp_path / "exists.zarr").mkdir()
     with pytest.raises(InputError, match=r"exists\.zarr: exists; pass --overwrite"):
         predict_large(source, tmp_path / "exists.zarr", plan, "linear")
-    with pytest.raises(InputError, match=r"--tile: must be a positive multiple of 16"):
+    with pytest.raises(InputError, match=r"--chunk: must be a positive multiple of 16"):
         predict_large(source, tmp_path / "o.zarr", plan, "linear", chunk_yx=100)
     with pytest.raises(InputError, match=r"--method: unknown method 'nearest'"):
         predict_large(source, tmp_path / "o.zarr", plan, "nearest")
@@ -388,3 +559,21 @@ def test_bad_options_and_values(tmp_path, tiny_checkpoints) -> None:
     with pytest.raises(InputError, match=r"nan\.ome\.zarr: contains NaN or infinite values"):
         predict_large(tmp_path / "nan.ome.zarr", tmp_path / "o.zarr", plan, midpoint, progress=False)
     assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "o.zarr.partial").exists()
+
+
+@pytest.mark.parametrize("chunk", [100, 0, -16, 64.0])
+def test_bad_chunk_names_the_chunk_option(chunk, tmp_path) -> None:
+    write_ome_zarr(tmp_path / "in.ome.zarr", phantom((3, 32, 32)))
+    with pytest.raises(InputError, match=rf"^--chunk: must be a positive multiple of 16, got {chunk}$"):
+        predict_large(tmp_path / "in.ome.zarr", tmp_path / "o.zarr", make_plan(3, 1.0, factor=2), "linear",
+                      chunk_yx=chunk)
+    assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "o.zarr.partial").exists()
+
+
+def test_cli_bad_chunk_names_the_chunk_option(tmp_path, capsys) -> None:
+    write_stack(tmp_path / "in.tif", Stack(phantom((3, 32, 32)), "ZYX", VOXEL))
+    code = main(["predict", str(tmp_path / "in.tif"), "-o", str(tmp_path / "out.zarr"), "--method", "linear",
+                 "--chunk", "100", "--quiet"])
+    assert code == EXIT_INPUT_ERROR
+    assert "--chunk: must be a positive multiple of 16, got 100" in capsys.readouterr().err
+    assert not (tmp_path / "out.zarr").exists() and not (tmp_path / "out.zarr.partial").exists()

@@ -16,7 +16,7 @@ import pytest
 from support import listing
 
 from zaugnet.cli import main
-from zaugnet.training.io import VoxelSize, write_stack
+from zaugnet.io.tiff import VoxelSize, write_stack
 
 EXIT_INPUT_ERROR = 2
 PREFIX = "zaugnet: error: "
@@ -151,8 +151,9 @@ def test_restart_applies_to_zarr_outputs_only(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_weight_format_choices_are_the_loaders() -> None:
-    from zaugnet.cli import WEIGHT_FORMATS
     from zaugnet.export.load import WEIGHT_FORMATS as LOADER_FORMATS
+
+    from zaugnet.cli import WEIGHT_FORMATS
 
     assert set(WEIGHT_FORMATS) == set(LOADER_FORMATS) == {"pytorch_state_dict", "onnx", "torchscript"}
 

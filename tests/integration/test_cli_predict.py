@@ -1,6 +1,6 @@
 """``zaugnet predict`` end to end: shapes, dtypes, exact originals, voxel sizes, ZAugNet+ positions,
 non-uniform input spacing, 4D stacks, classical methods, bad inputs, and (slow) a trained model
-beating linear and cubic interpolation on a held-out phantom."""
+beating linear, cubic and spline interpolation on a held-out phantom."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import pytest
 import tifffile
 import torch
 from support import listing
+from zaugnet.export.load import from_checkpoint
 
 from zaugnet.cli import main
-from zaugnet.training.io import VoxelSize, read_stack, write_stack
-from zaugnet.training.metrics import psnr
-from zaugnet.training.phantoms import simulate_stack
-from zaugnet.training.predict import from_checkpoint
+from zaugnet.evaluate.metrics import psnr
+from zaugnet.io.tiff import VoxelSize, read_stack, write_stack
+from zaugnet.phantoms import simulate_stack
 
 EXIT_INPUT_ERROR = 2
 PREFIX = "zaugnet: error: "
@@ -578,24 +578,108 @@ def test_real_stack(tiny_checkpoints: dict[str, Path], shared_data: Path, tmp_pa
 
 
 # --- --method auto, the context variant, the figure -------------------------------------------------
+def known_checkpoint(path: Path, variant: str, behaviour: str) -> Path:
+    """A checkpoint of the tiny network whose student, whatever its other weights, returns slice_0 (the slice
+    before the gap: ``"copy"``) or 0 (``"zero"``) in the gap's normalised units.
+
+    ZAugNet (and ZAugNet-C's flow branch): each flow block's last layer gives no flow and a mask logit of +30,
+    so the blend is slice_0 alone; the refinement U-Net's output layer gives a residual of 0, or of -1 for
+    ``"zero"`` (the clamp to [0, 1] then gives 0). ZAugNet-C: the head is a chain of centre-tap identities
+    (PReLU slopes 1) computing slice_0 - cubic (``"copy"``) or -cubic (``"zero"``), which the network adds to
+    its cubic estimate.
+    """
+    from support import tiny_config
+    from zaugnet.training.checkpoint import save_checkpoint
+    from zaugnet.training.nets import Generator
+
+    cfg = tiny_config(variant)
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in Generator(cfg.net).state_dict().items()}
+    flow = "student."
+    if variant == "zaugnet-c":
+        k, flow = cfg.net.n_slices, "student.flow."
+        for i in range(4):
+            weight = state[f"student.head.{i}.0.weight"].zero_()
+            state[f"student.head.{i}.0.bias"].zero_()
+            state[f"student.head.{i}.1.weight"].fill_(1.0)
+            if i:
+                weight[0, 0, 1, 1] = 1.0
+            else:  # inputs: K slices, the DPM, the cubic estimate, the flow branch's prediction
+                weight[0, k + 1, 1, 1] = -1.0
+                weight[0, k // 2 - 1, 1, 1] = 1.0 if behaviour == "copy" else 0.0
+        state["student.head.4.weight"].zero_()[0, 0, 1, 1] = 1.0
+        state["student.head.4.bias"].zero_()
+    for i in range(3):
+        state[f"{flow}blocks.{i}.last.weight"].zero_()
+        state[f"{flow}blocks.{i}.last.bias"].copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 30.0]))
+    state[f"{flow}unet.out.weight"].zero_()
+    state[f"{flow}unet.out.bias"].fill_(-30.0 if behaviour == "zero" and variant != "zaugnet-c" else 0.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(path, {"config": cfg.to_dict(), "generator": state, "step": 0})
+
+
+def _paired_stack(src: Path, n: int = 9) -> Path:
+    """uint16 slices in pairs (each unrelated image twice, with a little noise): with every other slice held
+    out, the slice before each gap is right and cubic interpolation between two unrelated images is not."""
+    rng = np.random.default_rng(5)
+    images = rng.uniform(2000, 50000, size=((n + 1) // 2, 40, 44))
+    data = np.repeat(images, 2, axis=0)[:n] + rng.normal(0, 20, size=(n, 40, 44))
+    return write_input(src / "stack.tif", np.rint(data).astype(np.uint16))
+
+
+def _cubic_in_z_stack(src: Path, n: int = 9) -> Path:
+    """uint16, every (y, x) column a cubic polynomial in z (rounded): the not-a-knot spline through the kept slices
+    reproduces it (up to the rounding) on every held-out slice; Keys cubic only inside (its (-1, 9, 9, -1) / 16 stencil
+    is the cubic through four slices), not in the first and last gaps, where it repeats the edge slice."""
+    yy, xx = np.mgrid[:40, :44].astype(np.float64)
+    z = np.arange(n, dtype=np.float64)[:, None, None] - (n - 1) / 2
+    data = (25000 + 8000 * np.sin(xx / 5) * np.cos(yy / 7) + (300.3 + 10.1 * yy) * z - (150.7 + 5.3 * xx) * z**2
+            + (60.1 + 1.3 * yy) * z**3)
+    return write_input(src / "stack.tif", np.rint(data).astype(np.uint16))
+
+
+def _noisy_stack(src: Path, n: int = 9) -> Path:
+    """uint16, one image in every slice plus independent noise: the mean of the two slices around a held-out one is
+    the least noisy guess of it (its error variance 1.5 noise variances; Keys' and the spline's stencils more)."""
+    yy, xx = np.mgrid[:40, :44]
+    data = 20000 + 5000 * np.sin(xx / 6) * np.cos(yy / 9) + np.random.default_rng(0).normal(0, 500, (n, 40, 44))
+    return write_input(src / "stack.tif", np.rint(data).astype(np.uint16))
+
+
 @pytest.mark.parametrize("variant", ["zaugnet", "zaugnet-c"])
-def test_auto_reports_its_self_check_and_uses_what_it_chose(tiny_checkpoints: dict[str, Path], variant: str,
-                                                           folders: tuple[Path, Path],
+@pytest.mark.parametrize(("behaviour", "make_stack", "chosen"), [
+    pytest.param("copy", _paired_stack, "model", id="copy-paired"),
+    pytest.param("zero", _cubic_in_z_stack, "spline", id="zero-cubic-in-z"),
+    pytest.param("zero", _noisy_stack, "linear", id="zero-noisy"),
+])
+def test_auto_reports_its_self_check_and_uses_what_it_chose(variant: str, behaviour: str, make_stack: object,
+                                                           chosen: str, folders: tuple[Path, Path],
                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A model built to be right on the stack (copying the slice before each gap, on slices in pairs) is used; one
+    built to be wrong (zeros) is not, and the classical method that is best on the stack by construction is used
+    instead: the spline on cubics in z, linear on noise around one image. The output is bitwise that of
+    --method model, resp. of that classical method, and differs from the others'."""
     src, dst = folders
-    inp = _stack(src, 9)
+    ckpt = known_checkpoint(src.parent / "models" / f"{behaviour}.pt", variant, behaviour)
+    inp = make_stack(src)  # type: ignore[operator]
     outs = {}
-    for method in ("auto", "model", "cubic"):
+    for method in ("auto", "model", "linear", "cubic", "spline"):
         outs[method] = dst / f"{method}.tif"
-        model = ["--model", tiny_checkpoints[variant]] if method != "cubic" else []
+        model = ["--model", ckpt] if method in ("auto", "model") else []
         assert predict(inp, "-o", outs[method], *model, "--method", method, "--factor", 2) == 0
     err = capsys.readouterr().err
     line = next(text for text in err.splitlines() if text.startswith("self-check"))
-    assert "held out (4)" in line and "cubic" in line  # 9 slices: the 4 odd ones held out
-    chosen = "model" if line.endswith(f"using {variant}") else "cubic"
-    assert line.endswith(f"using {variant}") or line.endswith("using cubic interpolation")
-    got = read_stack(outs["auto"]).data
-    assert bitwise_equal(got, read_stack(outs[chosen]).data)
+    # 9 slices: the 4 odd ones held out at twice the spacing, and 2 of volume[::2] at four times
+    assert "held-out slices predicted at twice / four times the spacing (4 at twice;" in line, line
+    if chosen == "model":
+        assert f"; {variant} +" in line and line.endswith(f"clearly better; using {variant}"), line
+        assert "not clearly better" not in line, line
+    else:
+        assert f"; {variant} -" in line and f" dB over {chosen}, " in line, line
+        assert line.endswith(f"not clearly better; using {chosen} interpolation"), line
+    got = {method: read_stack(path).data for method, path in outs.items()}
+    assert bitwise_equal(got["auto"], got[chosen])
+    assert not any(bitwise_equal(got["auto"], got[other]) for other in got if other not in ("auto", chosen))
 
 
 def test_auto_and_figure_need_a_tiff_output(tiny_checkpoints: dict[str, Path], folders: tuple[Path, Path],
@@ -621,34 +705,42 @@ def test_figure_shows_the_stack_before_and_after(folders: tuple[Path, Path]) -> 
     assert image.ndim == 3 and min(image.shape[:2]) > 200 and float(image[..., :3].std()) > 0.05
 
 
-# --- slow: a trained model beats linear and cubic on a held-out phantom ----------------------------
+# --- slow: a trained model beats linear, cubic and spline on a held-out phantom ------------------
 
 
 @pytest.mark.slow
-def test_trained_model_beats_linear_and_cubic(small_model: Path, tmp_path: Path) -> None:
+def test_trained_model_beats_linear_cubic_and_spline(small_model: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     truth = simulate_stack((17, 96, 96), kind="membrane", seed=42, z_step_um=0.6)
     inp = write_input(tmp_path / "every_second.tif", truth[::2], voxel=VoxelSize(1.2, 0.2, 0.2))
     data_range = float(truth.max()) - float(truth.min())
-    scores = {}
+    scores, results = {}, {}
     for name, how in (("model", ["--model", small_model / "final.pt"]), ("linear", ["--method", "linear"]),
-                      ("cubic", ["--method", "cubic"]), ("auto", ["--model", small_model / "final.pt", "--method",
-                                                                  "auto"])):
+                      ("cubic", ["--method", "cubic"]), ("spline", ["--method", "spline"]),
+                      ("auto", ["--model", small_model / "final.pt", "--method", "auto"])):
         out = tmp_path / f"{name}.tif"
         assert predict(inp, "-o", out, *how, "--factor", 2) == 0
         result = read_stack(out)
         assert result.data.shape == truth.shape and result.voxel_size.z == pytest.approx(0.6)
         assert bitwise_equal(np.ascontiguousarray(result.data[::2]), truth[::2])
+        results[name] = result.data
         scores[name] = float(np.mean([psnr(result.data[i], truth[i], data_range) for i in range(1, 17, 2)]))
     print("mean PSNR on the removed slices (dB): " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     assert scores["model"] > scores["linear"], scores
     assert scores["model"] > scores["cubic"], scores
-    assert scores["auto"] in (scores["model"], scores["cubic"]) and scores["auto"] >= scores["cubic"], scores
+    assert scores["model"] > scores["spline"], scores
+    # the model beats every classical method here, so --method auto must have found that on the input and used it
+    line = next(text for text in capsys.readouterr().err.splitlines() if text.startswith("self-check"))
+    assert "held-out slices predicted at twice / four times the spacing (4 at twice;" in line, line
+    assert "; zaugnet +" in line and line.endswith("clearly better; using zaugnet"), line
+    assert "not clearly better" not in line, line
+    assert bitwise_equal(results["auto"], results["model"]) and scores["auto"] == scores["model"], scores
 
 
 def test_zarr_output_is_written_out_of_core_and_equals_the_tiff_result(tiny_checkpoints: dict[str, Path],
                                                                          phantom_dir: Path, tmp_path: Path) -> None:
     """``-o OUT.zarr`` goes through the block-wise dask path and gives the in-memory result."""
-    from zaugnet.training.bigvolume import read_ome_zarr
+    from zaugnet.io.omezarr import read_ome_zarr
 
     src = sorted(phantom_dir.glob("*.tif"))[0]
     ckpt = str(tiny_checkpoints["zaugnet+"])
@@ -665,7 +757,7 @@ def test_zarr_output_is_written_out_of_core_and_equals_the_tiff_result(tiny_chec
 def test_zarr_output_keeps_the_axes_given_for_a_tiff_input(tmp_path: Path) -> None:
     """``--axes`` reaches the out-of-core reader too: a bare (Z, C, Y, X) TIFF read as ZCYX is augmented
     along its 4 z-slices per channel, as the in-memory path does."""
-    from zaugnet.training.bigvolume import read_ome_zarr
+    from zaugnet.io.omezarr import read_ome_zarr
 
     data = np.random.default_rng(3).integers(0, 1000, (4, 2, 24, 24)).astype(np.uint16)
     src = tmp_path / "bare.tif"

@@ -14,7 +14,7 @@ from support import listing
 
 from zaugnet import __version__
 from zaugnet.cli import main
-from zaugnet.training.io import read_stack
+from zaugnet.io.tiff import read_stack
 
 EXIT_INPUT_ERROR = 2
 PREFIX = "zaugnet: error: "

@@ -11,16 +11,20 @@ import numpy as np
 import pytest
 import torch
 from support import TINY_SET, tiny_config
-
-from zaugnet.cli import main
 from zaugnet.training.checkpoint import load_checkpoint, load_generator
 from zaugnet.training.config import build_config, load_yaml
-from zaugnet.training.data import normalize_pair
-from zaugnet.training.metrics import psnr
-from zaugnet.training.phantoms import simulate_stack
-from zaugnet.training.io import VoxelSize, write_stack
-from zaugnet.training.trainer import (Trainer, bf16_autocast_supported, load_training_data,
-                                      triplets_for_rank)
+from zaugnet.training.trainer import (
+    Trainer,
+    bf16_autocast_supported,
+    load_training_data,
+    triplets_for_rank,
+)
+
+from zaugnet.cli import main
+from zaugnet.evaluate.metrics import psnr
+from zaugnet.gaps import normalize_pair
+from zaugnet.io.tiff import VoxelSize, write_stack
+from zaugnet.phantoms import simulate_stack
 
 
 def _tiny_args(*extra: str) -> list[str]:
@@ -49,8 +53,8 @@ def test_run_directory_holds_config_checkpoints_metrics_and_curves(phantom_dir: 
 def test_resume_from_a_checkpoint_gives_the_uninterrupted_weights(phantom_dir: Path, tmp_path: Path) -> None:
     """Adversarial mode (critic + n_critic schedule): a run stopped at step 2 (by --max-steps, or taken up
     from its step-2 checkpoint) and resumed to step 6 ends with exactly the weights of a straight run."""
-    common = ["--preset", "small", "--seed", "7", *_tiny_args("--set", "train.lambda_adv=0.001",
-                                                              "--set", "train.n_critic=2", "--set", "train.val_every=3")]
+    common = ["--preset", "small", "--seed", "7", *_tiny_args("--set", "train.lambda_adv=0.001", "--set",
+                                                              "train.n_critic=2", "--set", "train.val_every=3")]
     straight, stopped, taken_up = tmp_path / "straight", tmp_path / "stopped", tmp_path / "taken_up"
     assert main(["train", str(phantom_dir), "-o", str(straight), "--max-steps", "6", *common]) == 0
     assert main(["train", str(phantom_dir), "-o", str(stopped), "--max-steps", "2", *common]) == 0
@@ -113,8 +117,13 @@ def test_two_process_cpu_ddp(phantom_dir: Path, tmp_path: Path) -> None:
     assert state["step"] == 4
     for part in ("generator", "critic"):
         assert not any(k.startswith("module.") for k in state[part])
-    _, generator = load_generator(run / "final.pt")  # loads into a plain (non-DDP) model
-    assert generator is not None
+    _, generator = load_generator(run / "final.pt")  # loads into a plain (non-DDP) model: the saved weights
+    loaded = generator.state_dict()
+    assert loaded.keys() == state["generator"].keys()
+    assert all(torch.equal(loaded[k], state["generator"][k]) for k in loaded)
+    # and they are trained ones: the DDP steps after the step-2 checkpoint changed them
+    step2 = load_checkpoint(run / "checkpoints" / "step_00000002.pt")["generator"]
+    assert not all(torch.equal(state["generator"][k], step2[k]) for k in step2)
 
 
 @pytest.mark.slow

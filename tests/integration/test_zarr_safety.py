@@ -1,4 +1,4 @@
-"""Safety of the out-of-core OME-Zarr output (:func:`zaugnet.training.bigvolume.predict_large`): one writer at a
+"""Safety of the out-of-core OME-Zarr output (:func:`zaugnet.predict.outofcore.predict_large`): one writer at a
 time (an flock a killed run does not leave held), no resume across other model weights or changed input data,
 ``restart`` / ``overwrite`` discard an unfinished run, and write errors (a folder that is a file, a full disk)
 reported naming the output, the unfinished run kept for resume after a full disk."""
@@ -19,11 +19,14 @@ import numpy as np
 import pytest
 import zarr
 
-from zaugnet.training import bigvolume
-from zaugnet.training.bigvolume import predict_large, read_ome_zarr, write_ome_zarr
-from zaugnet.training.errors import InputError
-from zaugnet.training.io import Stack, VoxelSize
-from zaugnet.training.predict import ModelInterpolator, augment_stack, make_plan
+from zaugnet.errors import InputError
+from zaugnet.io.omezarr import read_ome_zarr, write_ome_zarr
+from zaugnet.io.tiff import Stack, VoxelSize
+from zaugnet.predict import outofcore
+from zaugnet.predict.interpolator import ModelInterpolator
+from zaugnet.predict.outofcore import predict_large
+from zaugnet.predict.plan import make_plan
+from zaugnet.predict.volume import augment_stack
 
 VOXEL = VoxelSize(0.6, 0.2, 0.2, "um")
 PLAN = make_plan(3, VOXEL.z, factor=2)
@@ -55,7 +58,7 @@ def run_counting(monkeypatch: pytest.MonkeyPatch, *args: object, stop_after: int
                  **kwargs: object) -> int:
     """``predict_large(*args, **OPTIONS, **kwargs)``; returns the blocks it computed. With ``stop_after``,
     the run is interrupted (:class:`Interrupted`) after that many blocks, leaving an unfinished output."""
-    real, count = bigvolume._block_task, [0]
+    real, count = outofcore._block_task, [0]
 
     def counted(*task: object) -> int:
         if count[0] == stop_after:
@@ -64,7 +67,7 @@ def run_counting(monkeypatch: pytest.MonkeyPatch, *args: object, stop_after: int
         return real(*task)
 
     with monkeypatch.context() as patch:
-        patch.setattr(bigvolume, "_block_task", counted)
+        patch.setattr(outofcore, "_block_task", counted)
         if stop_after is None:
             predict_large(*args, **{**OPTIONS, **kwargs})
         else:
@@ -83,18 +86,18 @@ def start_writer(source: Path, output: Path, after_each_block: str, **env: str) 
     code = f"""
         import os, signal, time
         from pathlib import Path
-        from zaugnet.training import bigvolume
-        from zaugnet.training.predict import make_plan
+        from zaugnet.predict import outofcore
+        from zaugnet.predict.plan import make_plan
 
-        real = bigvolume._block_task
+        real = outofcore._block_task
 
         def hooked(*args):
             result = real(*args)
             {after_each_block}
             return result
 
-        bigvolume._block_task = hooked
-        bigvolume.predict_large({str(source)!r}, {str(output)!r}, make_plan(3, 0.6, factor=2), "linear",
+        outofcore._block_task = hooked
+        outofcore.predict_large({str(source)!r}, {str(output)!r}, make_plan(3, 0.6, factor=2), "linear",
                                 **{OPTIONS!r})
     """
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
@@ -251,9 +254,9 @@ def test_full_disk_keeps_the_unfinished_output_for_resume(source, tmp_path, monk
     out = tmp_path / "out.ome.zarr"
     code = f"""
         import resource, signal, sys
-        from zaugnet.training.bigvolume import predict_large
-        from zaugnet.training.errors import InputError
-        from zaugnet.training.predict import make_plan
+        from zaugnet.predict.outofcore import predict_large
+        from zaugnet.errors import InputError
+        from zaugnet.predict.plan import make_plan
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))

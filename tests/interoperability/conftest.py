@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zaugnet.training.phantoms import simulate_stack
+from zaugnet.phantoms import simulate_stack
 
 VARIANTS = ("zaugnet", "zaugnet+", "zaugnet-c")
 

@@ -14,19 +14,27 @@ import pytest
 import torch
 import yaml
 from support import assert_bioimageio_test_passed, listing
-
-from zaugnet.cli import main
-from zaugnet.export.bioimageio import (JDLL_FORMAT_VERSION, NO_MAINTAINER_WARNING, PAPER, PAPER_DATA, Verdict,
-                                       channel_names, export_model, jdll_compatible_rdf, judge_summary,
-                                       model_id_from_name)
-from zaugnet.export.load import load_interpolator
+from zaugnet.export.bioimageio import (
+    JDLL_FORMAT_VERSION,
+    NO_MAINTAINER_WARNING,
+    PAPER,
+    PAPER_DATA,
+    Verdict,
+    channel_names,
+    export_model,
+    jdll_compatible_rdf,
+    judge_summary,
+    model_id_from_name,
+)
+from zaugnet.export.load import from_checkpoint, load_interpolator
 from zaugnet.export.onnx import onnx_session, run_onnx
 from zaugnet.export.parity import TOLERANCE, relative_error
 from zaugnet.export.torchscript import load_torchscript
-from zaugnet.training.data import context_indices
-from zaugnet.training.errors import InputError
-from zaugnet.training.io import VoxelSize, read_stack, write_stack
-from zaugnet.training.predict import from_checkpoint
+
+from zaugnet.cli import main
+from zaugnet.errors import InputError
+from zaugnet.gaps import context_indices
+from zaugnet.io.tiff import VoxelSize, read_stack, write_stack
 
 pytestmark = pytest.mark.bioimageio
 
@@ -79,7 +87,7 @@ def _architecture_network(package_folder: Path, rdf: dict) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def parity_stack() -> np.ndarray:
-    from zaugnet.training.phantoms import simulate_stack
+    from zaugnet.phantoms import simulate_stack
 
     return simulate_stack((4, 110, 110), kind="membrane", seed=11)
 
@@ -178,7 +186,6 @@ def test_cover_is_an_input_output_pair_without_text(variant: str, packages) -> N
     """2:1, left the gap's two input slices overlaid (slice_0 magenta, slice_1 green), right the prediction in
     grey, at least 256 px high; rebuilt from the package's test tensors it is the same image."""
     import matplotlib.image
-
     from zaugnet.export.bioimageio import _write_cover
 
     rdf = _rdf(packages[variant])
@@ -263,7 +270,7 @@ def test_zaugnet_predict_with_the_package_equals_the_checkpoint(variant: str, pa
                                                                 tmp_path: Path) -> None:
     """``zaugnet predict STACK --model PACKAGE.zip --method model`` = the same with the training checkpoint, on a
     5-slice uint16 stack (ZAugNet-C: interior gaps and both edge gaps, where the edge slice is repeated)."""
-    from zaugnet.training.phantoms import simulate_stack
+    from zaugnet.phantoms import simulate_stack
 
     source = tmp_path / "stack.tif"
     data = simulate_stack((5, 40, 56), kind="membrane", seed=12, z_step_um=0.6)
@@ -284,7 +291,12 @@ def test_zaugnet_predict_with_the_package_equals_the_checkpoint(variant: str, pa
 
 # ------------------------------------------------------------------------------------ refusals
 def _outcome_of(*warnings: tuple[str, int], failed: bool = False) -> Verdict:
-    from bioimageio.spec.summary import ErrorEntry, ValidationDetail, ValidationSummary, WarningEntry
+    from bioimageio.spec.summary import (
+        ErrorEntry,
+        ValidationDetail,
+        ValidationSummary,
+        WarningEntry,
+    )
 
     detail = ValidationDetail(name="check", status="failed" if failed else "passed",
                               errors=[ErrorEntry(loc=(), msg="broken", type="x")] if failed else [],

@@ -15,14 +15,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from zaugnet.export.architecture import CALLABLE, architecture_kwargs, architecture_source
-from zaugnet.export.onnx import MAX_IR_VERSION, OPSET_RANGE, export_onnx, onnx_session, onnx_versions, run_onnx
+from zaugnet.export.architecture import (
+    CALLABLE,
+    architecture_kwargs,
+    architecture_source,
+)
+from zaugnet.export.load import from_checkpoint
+from zaugnet.export.onnx import (
+    MAX_IR_VERSION,
+    OPSET_RANGE,
+    export_onnx,
+    onnx_session,
+    onnx_versions,
+    run_onnx,
+)
 from zaugnet.export.parity import TOLERANCE, relative_error
-from zaugnet.export.torchscript import load_torchscript, save_torchscript, torchscript_format_version
+from zaugnet.export.torchscript import (
+    load_torchscript,
+    save_torchscript,
+    torchscript_format_version,
+)
 from zaugnet.export.wrapper import NormalizedStudent
 from zaugnet.training.checkpoint import load_generator
-from zaugnet.training.predict import from_checkpoint
 
 SHAPES = [(1, 32, 32), (2, 48, 80), (1, 37, 53), (2, 100, 30), (1, 16, 16)]
 
@@ -71,7 +85,7 @@ def test_wrapper_in_intensity_units_equals_the_checkpoint_predictor(variant: str
 
 def test_percentile_normalisation_matches_numpy_percentiles(tiny_checkpoints) -> None:
     """The in-network percentiles are numpy's linear-interpolation percentiles of the joint pair."""
-    from zaugnet.training.data import normalize_pair
+    from zaugnet.gaps import normalize_pair
 
     net, _ = _wrapped(tiny_checkpoints["zaugnet"], "percentile")
     x = _inputs((2, 33, 47), False, seed=3)

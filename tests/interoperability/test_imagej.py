@@ -43,10 +43,10 @@ import pytest
 import tifffile
 import yaml
 from zaugnet.export.parity import TOLERANCE
-from zaugnet.training.io import VoxelSize, read_stack, write_stack
-from zaugnet.training.phantoms import simulate_stack
 
 from zaugnet.cli import main
+from zaugnet.io.tiff import VoxelSize, read_stack, write_stack
+from zaugnet.phantoms import simulate_stack
 
 pytestmark = pytest.mark.imagej
 
@@ -314,7 +314,7 @@ def synthetic(path: Path, shape: tuple[int, int, int], dtype: str, seed: int) ->
 def _windows(data: np.ndarray, positions: int = 1, k: int = 4) -> list[np.ndarray]:
     """ZAugNet-C's input slices per (gap, position) of a (Z, Y, X) stack, gap-major, edge slices repeated
     (zaugnet predict's windows)."""
-    from zaugnet.training.data import context_indices
+    from zaugnet.gaps import context_indices
 
     return [data[context_indices(g, 1, k, 0, len(data))] for g in range(len(data) - 1) for _ in range(positions)]
 

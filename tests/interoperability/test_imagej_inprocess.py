@@ -303,9 +303,8 @@ def run_worker(req: dict[str, Any], data: np.ndarray, tmp: Path, cwd: Path | Non
 
 def reference(data: np.ndarray, package: Path, options: list[str], tmp: Path) -> Any:
     """``zaugnet predict`` on ``data`` (written as an ImageJ TIFF with :data:`VOXEL`), read back as a Stack."""
-    from zaugnet.training.io import VoxelSize, read_stack, write_stack
-
     from zaugnet.cli import main
+    from zaugnet.io.tiff import VoxelSize, read_stack, write_stack
 
     source, target = tmp / "reference_input.tif", tmp / "reference.tif"
     write_stack(source, data, "ZYX", VoxelSize(*VOXEL, "um"))
@@ -353,13 +352,13 @@ def _calls(log: str) -> list[str]:
 def _stack(kind: str, shared: Path) -> np.ndarray:
     """The cases' stacks: a crop of a real stack where ../shared/data has it (else a synthetic stand-in of the
     same size and dtype), synthetic nuclei otherwise."""
-    from zaugnet.training.phantoms import simulate_stack
+    from zaugnet.phantoms import simulate_stack
 
     steps = {"z_step_um": VOXEL[0], "xy_step_um": VOXEL[1]}
     if kind == "real16":
         path = shared / "mitograph_yeast_mito_test001.tif"
         if path.is_file():
-            from zaugnet.training.io import read_stack
+            from zaugnet.io.tiff import read_stack
 
             full = read_stack(path).data[18:22]  # 4 slices of yeast mitochondria
             y0, x0 = (full.shape[1] - 64) // 2, (full.shape[2] - 64) // 2

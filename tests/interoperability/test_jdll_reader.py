@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from zaugnet.export.load import SHIPPED_MODELS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 from support import edit_rdf, sha256_file, unpack
-
-from zaugnet.export.load import load_interpolator, looks_like_zoo_id
+from zaugnet.export.load import from_checkpoint, load_interpolator, looks_like_zoo_id
 from zaugnet.export.parity import TOLERANCE, relative_error
-from zaugnet.training.data import context_indices
-from zaugnet.training.errors import InputError
-from zaugnet.training.predict import ModelInterpolator, from_checkpoint
+
+from zaugnet.errors import InputError
+from zaugnet.gaps import context_indices
+from zaugnet.predict.interpolator import ModelInterpolator
 
 pytestmark = pytest.mark.bioimageio  # uses packages exported (and tested) with bioimageio.core
 
@@ -38,7 +38,7 @@ def _zip_folder(folder: Path, target: Path, extra: dict[str, bytes] | None = Non
 @pytest.fixture(scope="module")
 def stack() -> np.ndarray:
     """A phantom bigger than one tile at tile=64 (so tiling with a shared pair range is exercised too)."""
-    from zaugnet.training.phantoms import simulate_stack
+    from zaugnet.phantoms import simulate_stack
 
     return simulate_stack((3, 90, 120), kind="membrane", seed=21).astype(np.float32)
 

@@ -28,12 +28,12 @@ import pytest
 import torch
 import yaml
 from support import edit_rdf, sha256_file, tiny_config, unpack
-
 from zaugnet.export import load
 from zaugnet.export.load import SHIPPED_MODELS, load_interpolator
 from zaugnet.export.safezip import extract_zip
 from zaugnet.export.torchscript import save_torchscript
-from zaugnet.training.errors import InputError
+
+from zaugnet.errors import InputError
 
 pytestmark = pytest.mark.bioimageio  # uses packages exported (and tested) with bioimageio.core
 
@@ -47,7 +47,7 @@ CHILD_TIMEOUT = 120
 _CHILD = """
 import json, resource, sys
 from zaugnet.export.load import load_interpolator
-from zaugnet.training.errors import InputError
+from zaugnet.errors import InputError
 vm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + {headroom}, vm + {headroom}))
 for spec in sys.argv[1:]:

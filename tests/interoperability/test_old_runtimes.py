@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from zaugnet.export.load import SHIPPED_MODELS
 
 ORT_VERSION = "1.12.1"

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import yaml
 from support import assert_bioimageio_test_passed
-
 from zaugnet.export import bioimageio as bio
 from zaugnet.export.load import DEFAULT_MODEL, SHIPPED_MODELS, load_interpolator
-from zaugnet.training.baselines import interpolate_axial
-from zaugnet.training.io import read_stack
+
+from zaugnet.io.tiff import read_stack
+from zaugnet.predict.baselines import interpolate_axial
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "membrane_phantom.tif"
@@ -87,14 +87,16 @@ def test_bioimageio_test_passes_on_every_shipped_package() -> None:
 
 
 def test_readme_main_job_z_augments_the_bundled_sample_with_the_shipped_model(tmp_path: Path) -> None:
-    """``make demo``'s command, as a user runs it: no --model, so the shipped ZAugNet, self-checked."""
+    """``make demo``'s command, as a user runs it: no --model, so the shipped default (ZAugNet+), self-checked."""
     out, figure = tmp_path / "membrane_phantom_x4.tif", tmp_path / "views.png"
     run = subprocess.run([sys.executable, "-m", "zaugnet", "predict", str(SAMPLE), "-o", str(out), "--factor", "4",
                           "--figure", str(figure), "--quiet"], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     assert f"model: {SHIPPED_MODELS / DEFAULT_MODEL}" in run.stderr
     check = next(line for line in run.stderr.splitlines() if line.startswith("self-check"))
-    assert "held out (10)" in check and "cubic" in check
+    # 21 slices: 10 held out at twice the spacing, the trend at four times; the model and the three classical methods
+    assert "(10 at twice;" in check and "at twice / four times the spacing" in check
+    assert all(f"{m} " in check for m in ("zaugnet+", "linear", "cubic", "spline")) and "; using " in check
     before, after = read_stack(SAMPLE), read_stack(out)
     assert after.data.shape == (81, 128, 128) and after.data.dtype == np.uint16
     assert after.voxel_size.z == pytest.approx(0.2) and after.voxel_size.x == pytest.approx(0.2)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 from support import tiny_config
-
 from zaugnet.training.checkpoint import load_checkpoint, load_generator, save_checkpoint
-from zaugnet.training.errors import InputError
 from zaugnet.training.nets import Generator
+
+from zaugnet.errors import InputError
 
 
 class _RunsCode:

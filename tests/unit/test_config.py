@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from zaugnet.training.config import build_config, load_yaml, parse_override, save_yaml
-from zaugnet.training.errors import InputError
+
+from zaugnet.errors import InputError
 
 
 def test_presets_and_layers_apply_in_order() -> None:

@@ -6,12 +6,26 @@ import numpy as np
 import pytest
 import torch
 from support import tiny_config
+from zaugnet.training.data import TripletSampler, split_volumes
+from zaugnet.training.nets import (
+    ContextStudent,
+    Generator,
+    build_student,
+    cubic_weights,
+)
 
-from zaugnet.training.baselines import interpolate_axial, keys_weights
-from zaugnet.training.data import TripletSampler, context_indices, split_volumes
-from zaugnet.training.nets import ContextStudent, Generator, build_student, cubic_weights
-from zaugnet.training.predict import ModelInterpolator, interpolate_volume, plan_factor, plan_relative
-from zaugnet.training.selfcheck import MIN_SLICES, AutoMethod, judge_self_checks, self_check
+from zaugnet.evaluate.protocol import evaluate_volume
+from zaugnet.evaluate.selfcheck import (
+    MIN_SLICES,
+    AutoMethod,
+    judge_self_checks,
+    self_check,
+)
+from zaugnet.gaps import context_indices
+from zaugnet.predict.baselines import interpolate_axial, keys_weights
+from zaugnet.predict.interpolator import ModelInterpolator
+from zaugnet.predict.plan import plan_factor, plan_relative
+from zaugnet.predict.volume import interpolate_volume
 
 
 def _context(k: int = 4) -> ContextStudent:
@@ -130,37 +144,168 @@ def test_predict_windows_feeds_k_slices_with_edges_repeated() -> None:
         model.predict(volume[:1], volume[1:2], [0.5])
 
 
-def test_self_check_picks_the_model_only_where_it_predicts_held_out_slices_better() -> None:
-    volume = _alternating()
-    good = ModelInterpolator(_Flip(), "zaugnet", name="flip")
-    check = self_check(volume, good)
-    assert check.choice == "model" and check.n_held_out == 6 and check.margin > 10
-    assert "using flip" in check.message()
-    bad = ModelInterpolator(_Zero(), "zaugnet", name="zero")
-    smooth = _alternating()[0] * (1.0 + 0.1 * np.arange(13, dtype=np.float32))[:, None, None]  # cubic is exact
-    check = self_check(smooth, bad)
-    assert check.choice == "cubic" and check.margin < 0 and "using cubic interpolation" in check.message()
-    assert self_check(volume[:MIN_SLICES - 1], good).choice == "cubic"
+def _classical_psnr(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean 8-bit PSNR (``truth``'s min/max mapped to 0..255) of ``predicted`` for each slice of ``truth``[1::2]."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    lo, hi = float(truth.min()), float(truth.max())
+    return float(np.mean([peak_signal_noise_ratio((t - lo) * 255 / (hi - lo), (predicted - lo) * 255 / (hi - lo),
+                                                  data_range=255.0) for t in np.asarray(truth[1::2], np.float64)]))
+
+
+@pytest.mark.parametrize("n", [13, 7])
+def test_self_check_picks_the_model_where_it_predicts_held_out_slices_far_better(n: int) -> None:
+    """Every kept slice is the ramp, so linear, cubic and spline all predict the ramp where the truth is its negative;
+    the flip of the gap's min-max normalised inputs predicts 1200 - ramp, 100 off the truth everywhere (the volume's
+    range is 1100): 20 log10(11) dB. With 13 slices the 4x check runs on volume[::2], all ramps, which every classical
+    method reproduces (at least 150 dB) and the flip gets wrong: the model's margin shrinks from far below 0 at 4x to
+    +15.7 dB at 2x, and extrapolated grows beyond any limit. With 7, only the 2x margin counts."""
+    volume = _alternating(n)
+    check = self_check(volume, ModelInterpolator(_Flip(), "zaugnet", name="flip"))
+    classical = _classical_psnr(volume, volume[0])
+    assert check.n_held_out == (n - 1) // 2 and check.psnr2["model"] == pytest.approx(20 * np.log10(11), abs=1e-4)
+    for method in ("linear", "cubic", "spline"):
+        assert check.psnr2[method] == pytest.approx(classical, abs=1e-4) and classical < 6
+    assert check.margin == pytest.approx(20 * np.log10(11) - classical, abs=1e-4)
+    if n >= 9:
+        flip_at_4x = _classical_psnr(np.stack([volume[0]] * 7), 1200 - volume[0])  # volume[::2]: 7 ramps
+        assert check.psnr4["model"] == pytest.approx(flip_at_4x, abs=1e-4) and flip_at_4x < 5
+        assert min(check.psnr4[m] for m in ("linear", "cubic", "spline")) > 150
+        assert check.trend_margin > 100 and "at twice / four times the spacing (6 at twice;" in check.message()
+    else:
+        assert check.psnr4 == {} and "at twice the spacing (3 at twice;" in check.message()
+    assert check.choice == "model" and check.message().endswith("clearly better; using flip")
+    assert "not clearly" not in check.message()
 
 
 def test_auto_method_reports_and_uses_its_choice_per_volume() -> None:
+    """One AutoMethod, two volumes: the alternating one (the flip is right, see above) and one whose every column is
+    a cubic in z (the not-a-knot spline reproduces it; the flip is far off): the model, then spline interpolation."""
     messages: list[str] = []
-    auto = AutoMethod(ModelInterpolator(_Zero(), "zaugnet", name="zero"), report=messages.append)
-    volume = _alternating()[0] * (1.0 + 0.1 * np.arange(13, dtype=np.float32))[:, None, None]
-    out = interpolate_volume(volume, plan_factor(len(volume), 2), auto)
-    np.testing.assert_array_equal(out, interpolate_axial(volume, plan_factor(len(volume), 2), "cubic"))
-    assert len(messages) == 1 and "zero" in messages[0] and auto.checks[0].choice == "cubic"
-
-
-def test_judge_self_checks_compares_the_choice_with_the_true_scores() -> None:
-    from zaugnet.training.evaluate import evaluate_volume
-
-    volume = np.concatenate([_alternating(13), _alternating(12)])  # 25 slices: x2 and x4 both scorable
     flip = ModelInterpolator(_Flip(), "zaugnet", name="flip")
-    auto = AutoMethod(flip, report=lambda text: None)
-    ev = evaluate_volume(volume, {"flip": flip, "cubic": "cubic", auto.name: auto}, 4, positions_check=())
+    auto = AutoMethod(flip, report=messages.append)
+    alternating = _alternating()
+    z = np.arange(13, dtype=np.float64)[:, None, None] - 6
+    cubic_in_z = alternating[0] + 30.3 * z - 2.7 * z**2 + 0.91 * z**3 + 500
+    positions = plan_factor(13, 2)
+    np.testing.assert_array_equal(interpolate_volume(alternating, positions, auto),
+                                  interpolate_volume(alternating, positions, flip))
+    np.testing.assert_array_equal(interpolate_volume(cubic_in_z, positions, auto),
+                                  interpolate_axial(cubic_in_z, positions, "spline"))
+    assert [c.choice for c in auto.checks] == ["model", "spline"] and [c.volume for c in auto.checks] == [
+        "volume 1", "volume 2"]
+    assert messages == [c.message() for c in auto.checks]
+    assert messages[0].endswith("using flip") and messages[1].endswith("using spline interpolation")
+    assert self_check(alternating[:MIN_SLICES - 1], flip).choice == "linear"
+
+
+class _Copy(torch.nn.Module):
+    """A 'network' that returns slice_0, the slice before the gap: right where slices come in runs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0:1]
+
+
+def _staircase(n: int = 17, seed: int = 0) -> np.ndarray:
+    """Each of five smooth images four times in a row, plus a little noise (so that no prediction is exact):
+    at 2x and 4x the slice before a gap is the best prediction of those inside it; every other slice of
+    ``[::2]`` repeats the one before it, while ``[::4]`` changes linearly from image to image."""
+    yy, xx = np.mgrid[:20, :24]
+    base = 2000 + 1500 * np.sin(xx / 5.0) * np.cos(yy / 7.0)
+    step = 3000 + 40.0 * xx
+    clean = np.stack([base + (i // 4) * step for i in range(n)])
+    return clean + np.random.default_rng(seed).normal(0, 5, clean.shape)
+
+
+def _noisy(n: int = 17, seed: int = 0) -> np.ndarray:
+    """One image in every slice plus independent noise: whatever the spacing, the mean of the two slices around a
+    gap (linear) is the least noisy guess (see tests/unit/test_selfcheck.py)."""
+    yy, xx = np.mgrid[:64, :64]
+    return 1000 + 200 * np.sin(xx / 6) * np.cos(yy / 9) + np.random.default_rng(seed).normal(0, 20, (n, 64, 64))
+
+
+def _keys_by_hand(t: float) -> np.ndarray:
+    """Keys cubic convolution (a = -0.5) weights of slices i - 1, i, i + 1, i + 2 at offset t, written out."""
+    return np.array([(-t**3 + 2 * t**2 - t) / 2, (3 * t**3 - 5 * t**2 + 2) / 2, (-3 * t**3 + 4 * t**2 + t) / 2,
+                     (t**3 - t**2) / 2])
+
+
+CLASSICAL = ("linear", "cubic", "spline")
+
+
+def _psnr_by_hand(gt: np.ndarray, factor: int, model: str) -> dict[str, float]:
+    """Mean 8-bit PSNR of ``model`` ("copy": the slice before the gap; "zero": a plane at the gap's lowest
+    input value, what a network returning 0 gives at every pass) and of linear, Keys cubic (edge slices repeated)
+    and not-a-knot spline interpolation on the slices that keeping every ``factor``-th slice of ``gt`` removes;
+    computed here with numpy, scipy and skimage."""
+    from scipy.interpolate import CubicSpline
+    from skimage.metrics import peak_signal_noise_ratio
+
+    gt = np.asarray(gt, np.float64)
+    truth = gt[:(len(gt) - 1) // factor * factor + 1]
+    kept = truth[::factor]
+    spline = CubicSpline(np.arange(len(kept)), kept, axis=0, bc_type="not-a-knot")
+    lo, hi = gt.min(), gt.max()
+
+    def to8(v: np.ndarray) -> np.ndarray:
+        return np.clip((v - lo) * 255.0 / (hi - lo), 0.0, 255.0)
+
+    scores: dict[str, list[float]] = {model: [], **{m: [] for m in CLASSICAL}}
+    for z in range(len(truth)):
+        g, r = divmod(z, factor)
+        if r == 0:
+            continue
+        t = r / factor
+        idx = np.clip([g - 1, g, g + 1, g + 2], 0, len(kept) - 1)
+        preds = {"copy": lambda: kept[g], "zero": lambda: np.full(kept[g].shape, min(kept[g].min(), kept[g + 1].min())),
+                 "linear": lambda: (1 - t) * kept[g] + t * kept[g + 1],
+                 "cubic": lambda: np.tensordot(_keys_by_hand(t), kept[idx], axes=1), "spline": lambda: spline(g + t)}
+        for name in scores:
+            scores[name].append(peak_signal_noise_ratio(to8(truth[z]), to8(preds[name]()), data_range=255.0))
+    return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+@pytest.mark.parametrize(("model", "volume", "expected"), [
+    # The check at 2x runs on [::2] (pairs of each image): the copy is right at its 2x (gaps of 2 in [::2]) and at
+    # its 4x ([::4], changing linearly image to image, where linear wins), so its margin grows as the spacing
+    # shrinks: the model, rightly (the truth comes in runs of four). At 4x it runs on [::4] (5 slices: no trend),
+    # where linear is exact up to the noise and the copy is not: linear, wrongly.
+    ("copy", _staircase(), [(2, "model", True, "model"), (4, "linear", False, "model")]),
+    # noise around one image: linear is best on every check and in truth
+    ("zero", _noisy(), [(2, "linear", True, "linear"), (4, "linear", True, "linear")]),
+])
+def test_judge_self_checks_compares_the_choice_with_the_true_scores(model: str, volume: np.ndarray,
+                                                                    expected: list[tuple[int, str, bool, str]]) -> None:
+    net = ModelInterpolator({"copy": _Copy, "zero": _Zero}[model](), "zaugnet", name=model)
+    auto = AutoMethod(net, report=lambda text: None)
+    ev = evaluate_volume(volume, {model: net, **{m: m for m in CLASSICAL}, auto.name: auto}, 4, positions_check=())
     judged = judge_self_checks(ev.rows, auto)
-    assert [j["factor"] for j in judged] == [2, 4]
-    for j in judged:
-        truly_model = j["true_margin_db"] > 0
-        assert j["right"] == ((j["choice"] == "model") == truly_model)
+    assert [(j["factor"], j["choice"], j["right"], j["best"]) for j in judged] == expected
+    psnr8 = {(r["method"], r["factor"]): r["psnr_8bit"] for r in ev.rows}
+    for j, checked in zip(judged, (volume[::2], volume[::4])):
+        f = j["factor"]
+        assert j["n_held_out"] == (len(checked) - 1) // 2
+        on_check, true = _psnr_by_hand(checked, 2, model), _psnr_by_hand(volume, f, model)
+        for method in (model, *CLASSICAL):
+            assert psnr8[(method, f)] == pytest.approx(true[method], abs=1e-3), (method, f)
+        assert j["check_margin_db"] == pytest.approx(on_check[model] - max(on_check[m] for m in CLASSICAL), abs=1e-3)
+        assert j["true_margin_db"] == pytest.approx(true[model] - max(true[m] for m in CLASSICAL), abs=1e-3)
+        used = model if j["choice"] == "model" else j["choice"]  # known above; the auto row is that method's
+        assert j["cost_db"] == pytest.approx(true[model if j["best"] == "model" else j["best"]] - true[used], abs=1e-3)
+        assert psnr8[(auto.name, f)] == psnr8[(used, f)]
+        assert all(psnr8[(auto.name, f)] != psnr8[(other, f)] for other in (model, *CLASSICAL) if other != used)
+
+
+def test_a_model_exact_on_every_held_out_slice_wins_the_self_check() -> None:
+    """Slices alternate between a ramp 0..16 and 16 - ramp: the flip of the normalised gap is exact on every held-out
+    slice (PSNR inf) where the classical methods predict the ramp; at 4x (volume[::2], all ramps) they are exact and
+    the flip is not. An exact model wins."""
+    ramp = np.tile(np.arange(17, dtype=np.float32), (16, 1))  # 0..16: normalised, flipped and back exactly
+    volume = np.stack([ramp if i % 2 == 0 else 16 - ramp for i in range(9)])
+    check = self_check(volume, ModelInterpolator(_Flip(), "zaugnet", name="flip"))
+    classical = _classical_psnr(volume, ramp)
+    assert check.psnr2["model"] == np.inf and classical < 10
+    assert all(check.psnr2[m] == pytest.approx(classical, abs=1e-6) for m in CLASSICAL)
+    assert all(check.psnr4[m] == np.inf for m in CLASSICAL)  # small integers, unchanged along z: exactly
+    assert check.psnr4["model"] == pytest.approx(_classical_psnr(np.stack([ramp] * 5), 16 - ramp), abs=1e-6)
+    assert check.choice == "model" and check.message().endswith("clearly better; using flip")

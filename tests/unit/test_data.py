@@ -7,9 +7,15 @@ import math
 import numpy as np
 import pytest
 from support import tiny_config
+from zaugnet.training.data import (
+    TripletSampler,
+    collect_triplets,
+    midpoint_triplets,
+    split_volumes,
+    window_triplets,
+)
 
-from zaugnet.training.data import (TripletSampler, collect_triplets, midpoint_triplets, normalize_pair,
-                                   split_volumes, window_triplets)
+from zaugnet.gaps import normalize_pair
 
 
 def test_midpoint_triplet_count() -> None:

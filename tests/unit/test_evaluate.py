@@ -1,4 +1,4 @@
-"""Tests of zaugnet.training.evaluate (the paper's evaluation protocol) and its figures."""
+"""Tests of zaugnet.evaluate.protocol (the paper's evaluation protocol) and its figures."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from zaugnet.training.errors import InputError
-from zaugnet.training.evaluate import (
+from zaugnet.errors import InputError
+from zaugnet.evaluate.metrics import to_8bit
+from zaugnet.evaluate.protocol import (
     FIELDS,
     evaluate_stack,
     evaluate_volume,
     format_table,
     summarize,
-    to_8bit,
-    write_csv,
 )
-from zaugnet.training.evaluation_figures import plot_orthogonal_views, plot_per_slice_psnr
-from zaugnet.training.io import Stack, VoxelSize
-from zaugnet.training.phantoms import simulate_stack
-from zaugnet.training.predict import ModelInterpolator
+from zaugnet.figures import plot_orthogonal_views, plot_per_slice_psnr
+from zaugnet.io.tiff import Stack, VoxelSize
+from zaugnet.phantoms import simulate_stack
+from zaugnet.predict.interpolator import ModelInterpolator
+from zaugnet.tables import write_csv
 
 BASELINES = {"linear": "linear", "cubic": "cubic"}
 
@@ -143,7 +143,7 @@ def test_kept_slices_are_never_scored(phantom: np.ndarray, monkeypatch: pytest.M
         return out
 
     with monkeypatch.context() as patch:
-        patch.setattr("zaugnet.training.evaluate.interpolate_volume", oracle)
+        patch.setattr("zaugnet.evaluate.protocol.interpolate_volume", oracle)
         rows = evaluate_volume(gt, {"oracle": "oracle"}, factor=4).rows
     assert len(rows) == 5
     for row in rows:
@@ -189,7 +189,7 @@ def test_too_short_a_stack_is_an_input_error(n: int, factor: int, needed: int) -
 def test_bad_factor_is_an_input_error(phantom: np.ndarray, factor: object) -> None:
     with pytest.raises(InputError, match="integer >= 2") as info:
         evaluate_volume(phantom, BASELINES, factor)  # type: ignore[arg-type]
-    assert info.value.where == "factor"
+    assert info.value.where == "--factor"  # the one factor rule (zaugnet.predict.plan.check_factor)
 
 
 def test_constant_or_2d_ground_truth_is_an_input_error() -> None:
@@ -229,7 +229,7 @@ def test_summarize_averages_over_stacks(tmp_path: Path) -> None:
     assert lines[0].split() == list(FIELDS[:-1])  # no note column when no row has a note
     assert "overall" in table and "cubic" in table
 
-    path = write_csv(rows, tmp_path / "out" / "scores.csv")
+    path = write_csv(rows, tmp_path / "out" / "scores.csv", FIELDS)
     with open(path, newline="") as handle:
         back = list(csv.DictReader(handle))
     assert tuple(back[0]) == FIELDS and len(back) == len(rows)

@@ -1,4 +1,4 @@
-"""Tests of zaugnet.training.fid: the Fréchet distance against closed forms, and the feature pipeline."""
+"""Tests of zaugnet.evaluate.fid: the Fréchet distance against closed forms, and the feature pipeline."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from zaugnet.training.errors import InputError
-from zaugnet.training.fid import InceptionFeatures, feature_statistics, fid, frechet_distance
+from zaugnet.errors import InputError
+from zaugnet.evaluate.fid import (
+    InceptionFeatures,
+    feature_statistics,
+    fid,
+    frechet_distance,
+)
 
 
 def random_spd(rng: np.random.Generator, d: int) -> np.ndarray:

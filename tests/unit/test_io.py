@@ -1,4 +1,4 @@
-"""Tests of zaugnet.training.io: reading, writing and finding microscopy stacks."""
+"""Tests of zaugnet.io.tiff: reading, writing and finding microscopy stacks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 import tifffile
 
-from zaugnet.training import io
-from zaugnet.training.errors import InputError
-from zaugnet.training.io import Stack, VoxelSize, find_stacks, iter_volumes, read_stack, write_stack
-
+from zaugnet.errors import InputError
+from zaugnet.io import tiff as io
+from zaugnet.io.tiff import (
+    Stack,
+    VoxelSize,
+    find_stacks,
+    iter_volumes,
+    read_stack,
+    write_stack,
+)
+from zaugnet.io.units import normalise_unit
 
 SHAPES = {
     "ZYX": (5, 12, 10),
@@ -110,7 +117,7 @@ def test_read_imagej_metadata_written_by_tifffile(tmp_path: Path, unit: str | No
 
 @pytest.mark.parametrize("unit", ["micron", "Microns", "\u00b5m", "\u03bcm", "\\u00B5m", "\\u00b5m", " um "])
 def test_micron_spellings_normalised(unit: str) -> None:
-    assert io._normalise_unit(unit) == "um"
+    assert normalise_unit(unit) == "um"
 
 
 def test_read_uncalibrated_imagej(tmp_path: Path) -> None:

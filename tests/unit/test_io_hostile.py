@@ -1,4 +1,4 @@
-"""Tests of zaugnet.training.io on hostile files and hostile file systems.
+"""Tests of zaugnet.io.tiff on hostile files and hostile file systems.
 
 Files claiming far more pixels than they hold must be refused before anything is decoded, with an
 InputError naming them (not a MemoryError or a kill); writes the file system refuses must be
@@ -26,9 +26,10 @@ import pytest
 import tifffile
 from support import listing
 
-from zaugnet.training import atomic, io
-from zaugnet.training.errors import InputError
-from zaugnet.training.io import read_stack, write_stack
+from zaugnet import atomic
+from zaugnet.errors import InputError
+from zaugnet.io import tiff as io
+from zaugnet.io.tiff import read_stack, write_stack
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX limits, signals and process ids")
 
@@ -38,8 +39,8 @@ READ_LIMIT = 2 * GiB
 
 READ = """
 import sys
-from zaugnet.training.errors import InputError
-from zaugnet.training.io import read_stack
+from zaugnet.errors import InputError
+from zaugnet.io.tiff import read_stack
 try:
     stack = read_stack(sys.argv[1])
 except InputError as exc:
@@ -167,7 +168,7 @@ def test_memory_check_spares_memory_maps(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_memory_available_counts_the_address_space_limit() -> None:
-    code = "from zaugnet.training.io import available_memory; print(available_memory())"
+    code = "from zaugnet.io.tiff import available_memory; print(available_memory())"
     result = run_python(code, address_space=READ_LIMIT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 0 < int(result.stdout) < READ_LIMIT
@@ -232,8 +233,8 @@ def test_write_errors_the_user_can_fix_are_named(tmp_path: Path, code: int, mess
 UNPRIVILEGED_WRITE = """
 import os, sys
 import numpy as np
-from zaugnet.training.errors import InputError
-from zaugnet.training.io import write_stack
+from zaugnet.errors import InputError
+from zaugnet.io.tiff import write_stack
 if os.getuid() == 0:
     os.setgid(65534)
     os.setuid(65534)  # nobody: the permission bits of the folder apply
@@ -262,8 +263,8 @@ def test_unwritable_folder() -> None:
 WRITE = """
 import sys
 import numpy as np
-from zaugnet.training.errors import InputError
-from zaugnet.training.io import write_stack
+from zaugnet.errors import InputError
+from zaugnet.io.tiff import write_stack
 try:
     write_stack(sys.argv[1], np.ones((16, 256, 256), np.uint16), overwrite=True)  # 2 MB
 except InputError as exc:
@@ -331,7 +332,7 @@ SLOW_WRITE = """
 import sys, time
 from pathlib import Path
 import numpy as np
-from zaugnet.training import io
+from zaugnet.io import tiff as io
 
 def slow(target, data, **options):
     Path(target).write_bytes(b"II*\\x00" + bytes(1 << 20))

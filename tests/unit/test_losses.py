@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from zaugnet.training.losses import LaplacianLoss, critic_loss, gradient_penalty
 from zaugnet.training.nets import Critic, distillation_loss
 

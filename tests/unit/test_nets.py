@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from support import tiny_config
-
 from zaugnet.training.config import build_config
-from zaugnet.training.nets import Critic, Generator, Student, count_parameters, pad_to_multiple, warp
+from zaugnet.training.nets import (
+    Critic,
+    Generator,
+    Student,
+    count_parameters,
+    pad_to_multiple,
+    warp,
+)
 
 
 @pytest.mark.parametrize("variant", ["zaugnet", "zaugnet+"])

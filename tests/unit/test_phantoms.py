@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zaugnet.training.phantoms import Phantom, acquire, make_phantom, simulate_stack
+from zaugnet.phantoms import Phantom, acquire, make_phantom, simulate_stack
 
 KINDS = ("membrane", "nuclei")
 EXTENT = (16.0, 25.6, 25.6)

@@ -1,5 +1,6 @@
-"""Tests of zaugnet.training.predict: output positions, dtype casting, axial baselines, and the model
-interpolator (midpoint passes, DPM positions, joint normalisation, tiling with a halo).
+"""Tests of zaugnet.predict (plan, interpolator, volume, baselines): output positions, dtype casting, axial
+baselines, and the model interpolator (midpoint passes, DPM positions, joint normalisation, tiling with a halo,
+test-time augmentation).
 
 Expectations are computed by hand (or from simple closed forms), not by calling the code under test.
 The "networks" in the interpolator tests are real torch modules with known behaviour in normalised
@@ -14,22 +15,19 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from zaugnet.export.load import from_checkpoint
 
-from zaugnet.training.errors import InputError
-from zaugnet.training.io import Stack, VoxelSize
-from zaugnet.training.predict import (
-    ModelInterpolator,
+from zaugnet.errors import InputError
+from zaugnet.io.tiff import Stack, VoxelSize
+from zaugnet.predict.interpolator import ModelInterpolator, _tiles
+from zaugnet.predict.plan import (
     ZPlan,
-    _tiles,
-    augment_stack,
-    from_checkpoint,
-    interpolate_volume,
     make_plan,
     plan_factor,
     plan_relative,
     plan_spacing,
-    to_dtype,
 )
+from zaugnet.predict.volume import augment_stack, interpolate_volume, to_dtype
 
 # --- real (hand-weighted) networks ---------------------------------------------------------------
 
@@ -272,7 +270,31 @@ def test_cubic_reproduces_quadratics_inside() -> None:
     np.testing.assert_allclose(out[:, 0, 0], [2.25, 2.25**2, (11 / 3) ** 2], rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["linear", "cubic"])
+def test_spline_reproduces_cubics_which_keys_does_not() -> None:
+    # a not-a-knot cubic spline through samples of a cubic polynomial is that polynomial, edges included
+    z = np.arange(7, dtype=np.float64)
+    cubic = lambda t: 0.5 * t**3 - 2 * t**2 + t + 3  # noqa: E731
+    vol = (cubic(z)[:, None, None] * np.ones((1, 3, 2))).astype(np.float32)
+    pos = np.array([0.5, 2.25, 5 + 2 / 3])
+    np.testing.assert_allclose(interpolate_volume(vol, pos, "spline")[:, 1, 1], cubic(pos), rtol=1e-5)
+    assert np.abs(interpolate_volume(vol, pos, "cubic")[:, 1, 1] - cubic(pos)).max() > 0.05
+
+
+def test_spline_equals_scipy_make_interp_spline_in_strips(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scipy.interpolate import make_interp_spline
+
+    from zaugnet.predict import baselines
+
+    monkeypatch.setattr(baselines, "SPLINE_STRIP_VALUES", 500)  # a few rows per strip: strips must join exactly
+    vol = uint16_volume(n=9)
+    pos = plan_factor(9, 4)
+    out = interpolate_volume(vol, pos, "spline")
+    expected = make_interp_spline(np.arange(9), vol.astype(np.float64), k=3, axis=0)(pos)  # not-a-knot
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-3)
+    assert np.array_equal(out[::4], vol.astype(np.float32))
+
+
+@pytest.mark.parametrize("method", ["linear", "cubic", "spline"])
 def test_baselines_copy_originals_exactly(method: str) -> None:
     vol = uint16_volume()
     out = interpolate_volume(vol, plan_factor(len(vol), 3), method)
@@ -466,3 +488,35 @@ def test_non_positive_batch_size_is_refused(batch_size: int) -> None:
     with pytest.raises(InputError, match="--batch-size"):
         model = ModelInterpolator(MidpointConv(), "zaugnet", batch_size=batch_size)
         interpolate_volume(vol, plan_factor(3, 2), model)
+
+
+class _SliceZero(nn.Module):
+    """Returns the first input channel: slice_0, the slice before the gap."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1]
+
+
+@pytest.mark.parametrize("variant", ["zaugnet", "zaugnet+"])
+def test_tta_averages_the_network_over_rotations_mirrors_and_z_reversal(variant: str) -> None:
+    # a network that copies slice_0 is blind to rotations and mirrors, and z reversal hands it slice_1 instead:
+    # under TTA it predicts the mean of the two slices, exactly linear interpolation at the midpoint
+    rng = np.random.default_rng(3)
+    first, second = rng.random((2, 1, 32, 48), dtype=np.float32) * 1000
+    plain = ModelInterpolator(_SliceZero(), variant, normalization="none")
+    tta = ModelInterpolator(_SliceZero(), variant, normalization="none", tta=True)
+    np.testing.assert_array_equal(plain.predict(first, second, [0.5]), first)
+    np.testing.assert_allclose(tta.predict(first, second, [0.5]), (first + second) / 2, rtol=1e-6)
+
+
+def test_tta_undoes_each_transform_of_a_network_that_is_not_rotation_invariant() -> None:
+    # a network that shifts its input one pixel right: averaged over the 8 rotations and mirrors (each undone),
+    # every output pixel is the mean of its 4 neighbours in the input (up, down, left, right), edges wrapped
+    class ShiftRight(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.roll(x[:, :1], 1, dims=3)
+
+    image = np.random.default_rng(4).random((1, 32, 32), dtype=np.float32)
+    got = ModelInterpolator(ShiftRight(), "zaugnet", normalization="none", tta=True).predict(image, image, [0.5])
+    neighbours = sum(np.roll(image, s, axis=a) for s in (1, -1) for a in (1, 2)) / 4
+    np.testing.assert_allclose(got, neighbours, rtol=1e-5)

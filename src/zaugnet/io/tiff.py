@@ -2,7 +2,7 @@
 
 Stacks are always returned with their axes in the canonical order, a subsequence of
 ``"TZCYX"`` that contains ``"ZYX"``. Every problem with an input file is reported as an
-:class:`~zaugnet.training.errors.InputError` that names the file.
+:class:`~zaugnet.errors.InputError` that names the file.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from xml.etree import ElementTree
 import numpy as np
 import tifffile
 
-from .atomic import atomic_path, write_error
-from .errors import InputError
+from ..atomic import atomic_path, write_error
+from ..errors import InputError
+from .units import RESOLUTION_UNIT_IN_UM, normalise_unit, ome_unit, size_in_um
 
 __all__ = [
     "SUPPORTED_DTYPES",
@@ -48,26 +49,6 @@ _UNKNOWN_MEMORY = 2**63 - 1  # what available_memory says where the system does 
 # What tifffile logs about a damaged file it would otherwise read anyway (misshapen, or with zeros for what is missing).
 _DAMAGE_LOGGED = ("failed to reshape", "invalid page offset", "Missing data are zeroed")
 
-_UNIT_ALIASES = {
-    "micron": "um",
-    "microns": "um",
-    "micrometer": "um",
-    "micrometre": "um",
-    "micrometers": "um",
-    "micrometres": "um",
-    "nanometer": "nm",
-    "nanometre": "nm",
-    "nanometers": "nm",
-    "nanometres": "nm",
-    "millimeter": "mm",
-    "millimetre": "mm",
-    "millimeters": "mm",
-    "millimetres": "mm",
-    "pixels": "pixel",
-}
-_UNIT_IN_UM = {"nm": 1e-3, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6, "inch": 25400.0}
-# TIFF ResolutionUnit codes (4 and 5 are tifffile's non-standard extensions) -> size of the unit in um.
-_RESUNIT_IN_UM = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}
 
 
 @dataclass(frozen=True)
@@ -499,11 +480,11 @@ def _ome_voxel_size(xml: str) -> VoxelSize:
 
 def _imagej_voxel_size(meta: dict, page: tifffile.TiffPage) -> VoxelSize:
     """Voxel size from ImageJ's 'spacing' and 'unit' and the page's resolution tags."""
-    unit = _normalise_unit(meta["unit"]) if isinstance(meta.get("unit"), str) else None
+    unit = normalise_unit(meta["unit"]) if isinstance(meta.get("unit"), str) else None
     if unit == "pixel":
         return VoxelSize()  # explicitly uncalibrated
     resunit = page.tags.get("ResolutionUnit")
-    unit_in_um = _RESUNIT_IN_UM.get(int(resunit.value)) if resunit is not None else None
+    unit_in_um = RESOLUTION_UNIT_IN_UM.get(int(resunit.value)) if resunit is not None else None
     sizes = {"z": (_positive(meta.get("spacing")), unit)}
     for axis in "yx":
         tag = page.tags.get(f"{axis.upper()}Resolution")
@@ -525,19 +506,12 @@ def _combine(
 ) -> VoxelSize:
     """Build a VoxelSize from per-axis (value, unit); mixed units are converted to um."""
     given = {"z": z, "y": y, "x": x}
-    known = {k: (v, _normalise_unit(u or "um")) for k, (v, u) in given.items() if v is not None}
+    known = {k: (v, normalise_unit(u or "um")) for k, (v, u) in given.items() if v is not None}
     units = {u for _, u in known.values()}
     if len(units) <= 1:
         return VoxelSize(**{k: v for k, (v, _) in known.items()}, unit=units.pop() if units else "um")
-    in_um = {k: v * _UNIT_IN_UM[u] if u in _UNIT_IN_UM else None for k, (v, u) in known.items()}
+    in_um = {k: v * size_in_um(u) if size_in_um(u) else None for k, (v, u) in known.items()}
     return VoxelSize(**in_um, unit="um")
-
-
-def _normalise_unit(unit: str) -> str:
-    """Return "um" for the many spellings of micrometre; other units lower-cased."""
-    text = unit.strip().replace("\\u00B5", "u").replace("\\u00b5", "u")
-    text = text.replace("\u00b5", "u").replace("\u03bc", "u").lower()
-    return _UNIT_ALIASES.get(text, text)
 
 
 def _positive(value: object) -> float | None:
@@ -559,14 +533,13 @@ def _imagej_options(axes: str, voxel_size: VoxelSize, carried: dict[str, Any]) -
         metadata["spacing"] = voxel_size.z
     if voxel_size.x is not None and voxel_size.y is not None:
         options["resolution"] = (1.0 / voxel_size.x, 1.0 / voxel_size.y)
-        metadata["unit"] = _normalise_unit(voxel_size.unit)
+        metadata["unit"] = normalise_unit(voxel_size.unit)
     return options
 
 
 def _ome_options(axes: str, voxel_size: VoxelSize) -> dict:
     metadata: dict[str, object] = {"axes": axes}
-    unit = _normalise_unit(voxel_size.unit)
-    unit = "\u00b5m" if unit == "um" else unit
+    unit = ome_unit(voxel_size.unit)
     for axis in "ZYX":
         value = getattr(voxel_size, axis.lower())
         if value is not None:

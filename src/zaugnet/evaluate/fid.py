@@ -17,8 +17,8 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
-from .evaluate import to_8bit
+from ..errors import InputError
+from .metrics import to_8bit
 
 __all__ = ["INCEPTION_SIZE", "InceptionFeatures", "feature_statistics", "fid", "frechet_distance"]
 

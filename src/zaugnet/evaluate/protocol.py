@@ -11,23 +11,17 @@ input's units (data range: the ground-truth stack's max - min).
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import InputError
-from .io import Stack, iter_volumes
-from .metrics import psnr, rmse, ssim
-from .predict import ModelInterpolator, interpolate_volume, plan_factor
-
-if TYPE_CHECKING:
-    from .selfcheck import AutoMethod
+from ..errors import InputError
+from ..io.tiff import Stack, iter_volumes
+from ..predict.plan import check_factor, plan_factor
+from ..predict.volume import Method, interpolate_volume
+from .metrics import psnr, rmse, ssim, texture_ratio, to_8bit
 
 __all__ = [
     "FIELDS",
@@ -37,17 +31,14 @@ __all__ = [
     "evaluate_volume",
     "format_table",
     "summarize",
-    "to_8bit",
-    "write_csv",
 ]
 
-Method = Union[str, ModelInterpolator, "AutoMethod"]
-
 #: Metric columns of a row, in table order.
-METRICS: tuple[str, ...] = ("rmse_8bit", "psnr_8bit", "ssim_8bit", "rmse", "psnr", "ssim")
+METRICS: tuple[str, ...] = ("rmse_8bit", "psnr_8bit", "ssim_8bit", "rmse", "psnr", "ssim", "texture")
 #: All columns of a row, in table and CSV order.
 FIELDS: tuple[str, ...] = ("stack", "method", "factor", "position", "n_slices", *METRICS, "note")
-_FORMATS = {"rmse_8bit": ".3f", "psnr_8bit": ".2f", "ssim_8bit": ".4f", "rmse": ".4g", "psnr": ".2f", "ssim": ".4f"}
+_FORMATS = {"rmse_8bit": ".3f", "psnr_8bit": ".2f", "ssim_8bit": ".4f", "rmse": ".4g", "psnr": ".2f", "ssim": ".4f",
+            "texture": ".3f"}
 
 
 @dataclass
@@ -74,11 +65,6 @@ class VolumeEvaluation:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def to_8bit(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map ``values`` affinely from [low, high] to [0, 255], clipped, as float64 (no rounding)."""
-    return np.clip((np.asarray(values, dtype=np.float64) - low) * 255.0 / (high - low), 0.0, 255.0)
-
-
 def evaluate_volume(
     gt: np.ndarray,
     methods: Mapping[str, Method],
@@ -95,8 +81,8 @@ def evaluate_volume(
     gt
         The ground-truth stack.
     methods
-        Row label -> method for :func:`~zaugnet.training.predict.interpolate_volume`
-        (``"linear"``, ``"cubic"`` or a ModelInterpolator).
+        Row label -> method for :func:`~zaugnet.predict.volume.interpolate_volume`
+        (a baseline's name, a ModelInterpolator, or a method that resolves itself per volume).
     factor
         An integer >= 2 (ZAugNet needs a power of two; a method that cannot serve a factor gets a
         row of NaN scores whose ``note`` says why).
@@ -198,23 +184,11 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join([line(columns), rule, *(line(values) for values in cells)])
 
 
-def write_csv(rows: Iterable[dict], path: str | Path, fields: Sequence[str] | None = None) -> Path:
-    """Write the rows as CSV (columns ``fields``, default :data:`FIELDS`) atomically; return the path."""
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields or FIELDS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 # --- helpers -----------------------------------------------------------------------------------
 
 
 def _factors(factor: int) -> list[int]:
-    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 2:
-        raise InputError("factor", f"must be an integer >= 2 (2, 4, 8, ...), got {factor!r}")
-    return sorted({2, int(factor)})
+    return sorted({2, check_factor(factor)})
 
 
 def _check_volume(gt: np.ndarray, name: str, factor: int) -> np.ndarray:
@@ -264,6 +238,7 @@ def _score_slice(scores: dict[str, list[float]], truth: np.ndarray, pred: np.nda
     scores["rmse"].append(rmse(p, t))
     scores["psnr"].append(psnr(p, t, data_range=high - low))
     scores["ssim"].append(ssim(p, t, data_range=high - low))
+    scores["texture"].append(texture_ratio(p8, t8))
 
 
 def _na_row(base: dict, position: str | float, n_slices: int, note: str) -> dict:
