@@ -22,6 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "membrane_phantom.tif"
 #: Package folder -> variant.
 SHIPPED = {"zaugnet": "zaugnet", "zaugnet_plus": "zaugnet+", "zaugnet_c": "zaugnet-c"}
+#: What each package's benchmark quotes gains over: zaugnet_plus was rebuilt with the benchmark against the best
+#: classical method; the two others still carry the earlier one (over cubic) until they are rebuilt.
+QUOTED_REFERENCE = {"zaugnet": "cubic", "zaugnet_plus": "best classical", "zaugnet_c": "cubic"}
 MAX_PACKAGE_MB = 50
 
 
@@ -33,7 +36,8 @@ def test_shipped_package_is_complete_small_documented_and_loads(folder: str) -> 
     size_mb = sum(p.stat().st_size for p in package.rglob("*") if p.is_file()) / 2**20
     assert size_mb < MAX_PACKAGE_MB, size_mb
     doc = (package / rdf["documentation"]).read_text()
-    assert "# Validation" in doc and "PSNR gain over cubic (dB)" in doc and "mitograph_yeast_mito_test001.tif" in doc
+    assert "# Validation" in doc and f"PSNR gain over {QUOTED_REFERENCE[folder]} (dB)" in doc
+    assert "mitograph_yeast_mito_test001.tif" in doc
     model = load_interpolator(package)  # checks every file's sha256 against the rdf
     assert model.variant == SHIPPED[folder]
     # a trained model, not cubic interpolation in disguise: on the sample it differs from cubic
@@ -65,7 +69,7 @@ def test_shipped_package_is_what_the_export_writes_now(folder: str, packages) ->
     assert bio._zoo_section(rdf["id"]) + "\n# Validation\n" in doc and bio.TRAINING_DATA_NOTE in doc
     assert "- " + bio._cover_line(0.5) + "\n" in doc
     training_data = re.search(r"<<'EOF'\n(.*?\n)EOF\n", (SHIPPED_MODELS / "build.sh").read_text(), re.S).group(1)
-    assert "\n\n" + training_data + "\n# Accuracy: " in doc
+    assert "\n\n" + training_data + "\nThe benchmark below uses " in doc and "\n# Accuracy: " in doc
     import matplotlib.image
 
     test_input, test_output = np.load(package / "test_input.npy"), np.load(package / "test_output.npy")
