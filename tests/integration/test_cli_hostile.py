@@ -158,6 +158,13 @@ def test_weight_format_choices_are_the_loaders() -> None:
     assert set(WEIGHT_FORMATS) == set(LOADER_FORMATS) == {"pytorch_state_dict", "onnx", "torchscript"}
 
 
+def test_classical_method_choices_are_the_baselines() -> None:
+    from zaugnet.cli import CLASSICAL
+    from zaugnet.predict.baselines import BASELINES
+
+    assert CLASSICAL == BASELINES == ("linear", "cubic", "spline")
+
+
 def test_a_constant_stack_is_reported_as_constant_not_as_too_short(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_checkpoints: dict[str, Path]) -> None:
     stack = _stack(tmp_path, constant=True)
