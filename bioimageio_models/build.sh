@@ -3,7 +3,7 @@
 # Usage (from the repository root, after `make install`): bash bioimageio_models/build.sh [WORK_DIR]
 # WORK_DIR (default /tmp/zaugnet_shipped) receives the training runs and the draft packages.
 # Training stacks: three of the real stacks in ../shared/data; the five others are held out for the benchmark.
-# Recipes: recipes/zaugnet_plus.yaml for ZAugNet+ (the default model; 8,000 steps, about 40 minutes with one
+# Recipes: recipes/zaugnet_plus.yaml for ZAugNet+ (the default model; 8,000 steps, 24 minutes with one
 # thread on a 2-core CPU), recipes/shipped.yaml for ZAugNet and ZAugNet-C (1,500 steps, about 5 minutes each);
 # the three run side by side. On a GPU add --device cuda. Batches are seeded per step, so the runs are
 # reproducible up to float rounding (ZAugNet+'s bfloat16 autocast: up to its rounding).

@@ -574,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     pr.add_argument("--tta", action="store_true", help="test-time augmentation: average the model over the 8 "
                     "rotations / mirror images and z reversal (16x the model's time; the shipped ZAugNet+ at 2x on "
-                    "five real stacks: -0.05 to +0.16 dB PSNR, and smoother new slices)")
+                    "five real stacks: -0.04 to +0.16 dB PSNR, and smoother new slices; benchmarks/tta.py)")
     pr.add_argument("--tile", type=int, default=512, help="side of the model's tiles in pixels, a multiple of 16 "
                     "(default 512); larger slices are predicted tile by tile (out of core each --chunk block, with "
                     "its halo, is one tile)")

@@ -69,20 +69,18 @@ class SelfCheck:
     @property
     def best_classical(self) -> str:
         """The classical method that scored best at twice the spacing."""
-        return max(BASELINES, key=lambda m: self.psnr2[m]) if self.psnr2 else FALLBACK
+        return margins(self.psnr2, self.psnr4)[0] if self.psnr2 else FALLBACK
 
     @property
     def margin(self) -> float:
         """Model minus the best classical method at twice the spacing (dB, 8-bit scale); NaN if unchecked."""
-        return self.psnr2["model"] - self.psnr2[self.best_classical] if self.psnr2 else math.nan
+        return margins(self.psnr2, self.psnr4)[1] if self.psnr2 else math.nan
 
     @property
     def trend_margin(self) -> float:
         """The margin extrapolated to the real spacing from 4x and 2x (``2 * margin_2x - margin_4x``); NaN without
         the trend."""
-        if not self.psnr4:
-            return math.nan
-        return 2 * self.margin - (self.psnr4["model"] - max(self.psnr4[m] for m in BASELINES))
+        return margins(self.psnr2, self.psnr4)[2] if self.psnr2 else math.nan
 
     def message(self) -> str:
         """One line for the user: the figures, the choice and why."""
@@ -110,18 +108,24 @@ def _scores(volume: np.ndarray, methods: Mapping[str, object], name: str, progre
             n)
 
 
+def margins(psnr2: Mapping[str, float], psnr4: Mapping[str, float]) -> tuple[str, float, float]:
+    """``(best classical method at 2x, model margin over it at 2x, that margin extrapolated to the real spacing)``
+    from the check's PSNRs (method -> dB at twice / four times the spacing; ``psnr4`` empty without the trend, and
+    the extrapolated margin then NaN). A missing model score gives NaN margins."""
+    best = max(BASELINES, key=lambda m: psnr2[m])
+    margin2 = psnr2.get("model", math.nan) - psnr2[best]
+    if not psnr4:
+        return best, margin2, math.nan
+    return best, margin2, 2 * margin2 - (psnr4.get("model", math.nan) - max(psnr4[m] for m in BASELINES))
+
+
 def choose(psnr2: Mapping[str, float], psnr4: Mapping[str, float]) -> str:
     """The rule of ``--method auto`` on the check's PSNRs (method -> dB at twice / four times the spacing; ``psnr4``
     empty without the trend): ``"model"`` or a classical method's name (see the module's docstring)."""
-    best = max(BASELINES, key=lambda m: psnr2[m])
-    model = psnr2.get("model", math.nan)
-    if math.isnan(model):  # (an exact model scores +inf and wins: inf - finite > any margin)
+    best, margin2, trend = margins(psnr2, psnr4)
+    if math.isnan(margin2):  # no model score (an exact model scores +inf and wins: inf - finite > any margin)
         return best
-    margin2 = model - psnr2[best]
-    if not psnr4:
-        return "model" if margin2 > UNSURE_MARGIN_DB else best
-    trend = 2 * margin2 - (psnr4["model"] - max(psnr4[m] for m in BASELINES))
-    if math.isnan(trend):  # no evidence from 4x (a NaN score, or exact at both spacings): as without the trend
+    if math.isnan(trend):  # no trend (too few slices), or no evidence from 4x (a NaN score, exact at both spacings)
         return "model" if margin2 > UNSURE_MARGIN_DB else best
     return "model" if min(margin2, trend) > MODEL_MARGIN_DB else best
 
