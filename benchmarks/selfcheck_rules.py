@@ -34,16 +34,23 @@ from zaugnet.atomic import atomic_write_text
 from zaugnet.evaluate.protocol import evaluate_volume
 from zaugnet.io.tiff import iter_volumes, read_stack
 from zaugnet.phantoms import simulate_stack
+from zaugnet.evaluate.selfcheck import MIN_TREND_SLICES, UNSURE_MARGIN_DB, choose
 from zaugnet.predict.baselines import BASELINES
 from zaugnet.tables import write_csv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models import TRAINED_ON  # noqa: E402 - the benchmark's list of training stacks
 
 ROOT = Path(__file__).resolve().parents[1]
 Scores = Mapping[str, float]
 Rule = Callable[[Scores, Scores], Scores]
 
 
-def _psnr(volume: np.ndarray, factor: int) -> dict[str, float]:
-    ev = evaluate_volume(volume, {m: m for m in BASELINES}, factor, positions_check=())
+def _psnr(volume: np.ndarray, factor: int, model: object | None = None) -> dict[str, float]:
+    methods: dict[str, object] = {m: m for m in BASELINES}
+    if model is not None:
+        methods["model"] = model
+    ev = evaluate_volume(volume, methods, factor, positions_check=())
     return {r["method"]: r["psnr_8bit"] for r in ev.rows if r["factor"] == factor and r["position"] == "all"}
 
 
@@ -64,6 +71,28 @@ def _mse(power: float) -> Rule:
         return out
     return rule
 
+
+ModelRule = Callable[[Scores, Scores], str]
+
+
+def _model_rule(weight: float, margin: float, unsure: float = UNSURE_MARGIN_DB) -> ModelRule:
+    """The model if its margin over the best classical method at 2x, and that margin plus ``weight`` times its
+    change from 4x to 2x, both exceed ``margin`` (``unsure`` at 2x alone without the 4x check); else the best
+    classical method at 2x. ``weight`` 1, ``margin`` 0.2: the shipped rule (:func:`choose`)."""
+    def rule(c2: Scores, c4: Scores) -> str:
+        best = max(BASELINES, key=lambda m: c2[m])
+        m2 = c2["model"] - c2[best]
+        if not c4:
+            return "model" if m2 > unsure else best
+        m4 = c4["model"] - max(c4[m] for m in BASELINES)
+        return "model" if min(m2, m2 + weight * (m2 - m4)) > margin else best
+    return rule
+
+
+MODEL_RULES: dict[str, ModelRule] = {"choose (--method auto)": choose, "trend 1 / 0.2": _model_rule(1.0, 0.2),
+                                     "trend 0.5 / 0.2": _model_rule(0.5, 0.2),
+                                     "trend 0.25 / 0.2": _model_rule(0.25, 0.2), "2x / 0.2": _model_rule(0.0, 0.2),
+                                     "2x / 0.5": _model_rule(0.0, 0.5), "trend 0.5 / 0.5": _model_rule(0.5, 0.5)}
 
 RULES: dict[str, Rule] = {"at2x": lambda c2, c4: c2, "trend 0.25": _trend(0.25), "trend 0.5": _trend(0.5),
                           "trend 1": _trend(1.0), "mse p1": _mse(1), "mse p2": _mse(2), "mse p4": _mse(4)}
@@ -104,6 +133,55 @@ def measure(named: list[tuple[str, np.ndarray]]) -> list[dict]:
     return rows
 
 
+def measure_model(named: list[tuple[str, np.ndarray]], model: object, skip: tuple[str, ...] = ()) -> list[dict]:
+    """One row per (stack, factor) for the model's rules: the true PSNR of the model and each classical method,
+    and each rule's choice and its gain over the truly best classical method (negative: a loss)."""
+    rows = []
+    for name, volume in named:
+        if name in skip:
+            continue
+        true_all = {2: _psnr(volume, 2, model), 4: _psnr(volume, 4, model)}
+        for f in (2, 4):
+            reduced = volume[:(len(volume) - 1) // f * f + 1][::f]
+            if len(reduced) < 5:  # the check needs two held-out slices at twice the spacing
+                continue
+            true = true_all[f]
+            c2 = _psnr(reduced, 2, model)
+            c4 = _psnr(reduced[::2], 2, model) if len(reduced) >= MIN_TREND_SLICES else {}
+            classical = max(true[m] for m in BASELINES)
+            row: dict = {"stack": name, "factor": f, "slices": len(reduced),
+                         **{f"psnr_{m}": true[m] for m in (*BASELINES, "model")},
+                         "model_gain_db": true["model"] - classical,
+                         "check_margin_2x": c2["model"] - max(c2[m] for m in BASELINES),
+                         "check_margin_4x": (c4["model"] - max(c4[m] for m in BASELINES)) if c4 else math.nan}
+            for label, rule in MODEL_RULES.items():
+                pick = rule(c2, c4)
+                row[f"{label}: pick"], row[f"{label}: gain_db"] = pick, true[pick] - classical
+            rows.append(row)
+            print(f"{name} x{f}: model {row['model_gain_db']:+.2f}, " + ", ".join(
+                f"{label} {row[f'{label}: pick']} ({row[f'{label}: gain_db']:+.2f})" for label in MODEL_RULES),
+                file=sys.stderr)
+    return rows
+
+
+def report_model(rows: list[dict], label: str) -> str:
+    """Markdown: per rule (choosing among ``label`` and the classical methods) the mean and worst gain over the
+    best classical method, per factor, and the per-stack figures."""
+    lines = [f"| rule ({label}) | factor | mean gain (dB) | worst (dB) | cases < -0.1 dB |", "|---|---|---|---|---|"]
+    for rule in MODEL_RULES:
+        for f in (2, 4):
+            gains = np.array([r[f"{rule}: gain_db"] for r in rows if r["factor"] == f])
+            lines.append(f"| {rule} | {f} | {gains.mean():+.3f} | {gains.min():+.2f} | {(gains < -0.1).sum()} of "
+                         f"{len(gains)} |")
+    lines += ["", "| stack | factor | slices | model gain | check margin 2x | 4x | " + " | ".join(MODEL_RULES) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(MODEL_RULES)]
+    lines += [f"| {r['stack']} | {r['factor']} | {r['slices']} | {r['model_gain_db']:+.2f} | "
+              f"{r['check_margin_2x']:+.2f} | {r['check_margin_4x']:+.2f} | "
+              + " | ".join(f"{r[f'{rule}: pick']} ({r[f'{rule}: gain_db']:+.2f})" for rule in MODEL_RULES) + " |"
+              for r in rows]
+    return "\n".join(lines)
+
+
 def report(rows: list[dict]) -> str:
     """A markdown summary: per rule the mean and worst cost and how often it costs more than 0.1 dB."""
     lines = ["| rule | mean cost (dB) | worst (dB) | cases > 0.1 dB |", "|---|---|---|---|"]
@@ -121,9 +199,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--model", metavar="NAME=SPEC", help="also measure rules choosing among this model "
+                        "(checkpoint or package) and the classical methods, on every volume it was not trained on")
+    parser.add_argument("--skip-classical", action="store_true", help="only the model's rules")
     args = parser.parse_args(argv)
-    rows = measure(volumes(args.data))
-    text = report(rows)
+    named = volumes(args.data)
+    text = "" if args.skip_classical else report(rows := measure(named))
+    if args.model:
+        from zaugnet.export.load import load_interpolator
+
+        label, _, spec = args.model.partition("=")
+        model_rows = measure_model(named, load_interpolator(spec, name=label), skip=TRAINED_ON)
+        model_text = report_model(model_rows, label)
+        print(model_text)
+        args.output.mkdir(parents=True, exist_ok=True)
+        slug = label.replace("+", "_plus").replace("-", "_")
+        atomic_write_text(args.output / f"selfcheck_rules_{slug}.md",
+                          f"# Choosing between {label} and classical interpolation from checks at 2x and 4x\n\n"
+                          f"`python benchmarks/selfcheck_rules.py --skip-classical --model {args.model}`; gain: true "
+                          "PSNR of the rule's choice minus that of the best classical method (8-bit scale), at the "
+                          f"real spacing; stacks {label} was trained on are left out.\n\n" + model_text + "\n")
+        write_csv(model_rows, args.output / f"selfcheck_rules_{slug}.csv", list(model_rows[0]))
+    if args.skip_classical:
+        return 0
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output / "selfcheck_rules.md",

@@ -22,7 +22,7 @@ from zaugnet.atomic import atomic_path
 from zaugnet.errors import InputError
 
 from .config import Config, build_config
-from .nets import Generator
+from .nets import ContextStudent, Generator
 
 FORMAT = "zaugnet-checkpoint"
 FORMAT_VERSION = 1
@@ -143,3 +143,65 @@ def load_generator(path: str | Path) -> tuple[Config, Generator]:
     config = build_config(state["config"], source=str(path))
     generator = build_matching(lambda: Generator(config.net), state.get("generator"), path, "its config")
     return config, generator.eval()
+
+
+def warm_start(generator: Generator, path: str | Path) -> int:
+    """Copy the generator weights of the checkpoint at ``path`` into ``generator`` (``train.init``); returns how
+    many tensors were copied.
+
+    Same variant: every weight. A ZAugNet-C ``generator`` from a ZAugNet+ checkpoint: its flow branch (the
+    checkpoint's student) and its teacher, and its correction head is set to pass the flow branch's
+    prediction through (:func:`pass_flow_through`), so the warm-started model begins exactly as the ZAugNet+
+    it came from and learns from there what the slices above and below add.
+
+    Raises
+    ------
+    InputError
+        If the checkpoint cannot be read safely or its weights do not fit ``generator``.
+    """
+    config, source = load_generator(path)
+    target = generator.state_dict()
+    context = isinstance(generator.student, ContextStudent)
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in source.state_dict().items():
+        if context and not isinstance(source.student, ContextStudent) and key.startswith("student."):
+            key = "student.flow." + key[len("student."):]
+        mapped[key] = value
+    unfit = sorted(k for k, v in mapped.items() if k not in target or tuple(target[k].shape) != tuple(v.shape))
+    if unfit:
+        raise InputError(path, f"train.init: its {config.net.variant} weights do not fit this network "
+                               f"({len(unfit)} tensors differ, e.g. {unfit[0]}); widths and depth must match")
+    generator.load_state_dict(mapped, strict=False)
+    if context and not isinstance(source.student, ContextStudent):
+        pass_flow_through(generator.student)
+    return len(mapped)
+
+
+@torch.no_grad()
+def pass_flow_through(student: ContextStudent) -> None:
+    """Set ZAugNet-C's correction head to ``flow prediction - cubic estimate``, so that ``student(x)`` equals its
+    flow branch's prediction.
+
+    The head's input is ``[slices, dpm, cubic, flow]``; its first two channels carry ``flow + 1`` and ``cubic + 1``
+    (positive, so each PReLU passes them unchanged) through 3 x 3 identity kernels, and its last convolution
+    takes their difference. Its other channels keep their random start and the last convolution's weights on
+    them stay zero.
+    """
+    convs = [layer[0] for layer in student.head[:-1]]
+    last = student.head[-1]
+    if convs[0].out_channels < 2:
+        raise ValueError("the correction head needs at least 2 channels to pass the flow through")
+    n_in = convs[0].in_channels
+    for layer in convs:
+        layer.weight[:2] = 0.0
+        layer.bias[:2] = 0.0
+    convs[0].weight[0, n_in - 1, 1, 1] = 1.0  # flow prediction (the head's last input channel)
+    convs[0].weight[1, n_in - 2, 1, 1] = 1.0  # cubic estimate
+    convs[0].bias[:2] = 1.0
+    for layer in convs[1:]:
+        layer.weight[0, 0, 1, 1] = 1.0
+        layer.weight[1, 1, 1, 1] = 1.0
+    last.weight.zero_()
+    last.bias.zero_()
+    last.weight[0, 0, 1, 1] = 1.0
+    last.weight[0, 1, 1, 1] = -1.0

@@ -116,6 +116,8 @@ class TrainConfig(_Strict):
     amp: bool = Field(True, description="bfloat16 autocast where the device runs bfloat16 natively (CUDA, "
                       "CPUs with AMX or AVX512-BF16); ignored elsewhere")
     num_workers: int = Field(0, ge=0)
+    init: str | None = Field(None, description="warm start: generator weights from this checkpoint (same widths; "
+                             "a ZAugNet+ checkpoint also starts a ZAugNet-C's flow branch)")
 
     @model_validator(mode="after")
     def _whole_micro_batches(self) -> TrainConfig:

@@ -32,7 +32,7 @@ from zaugnet.gaps import SIZE_MULTIPLE
 from zaugnet.io.tiff import find_stacks, iter_volumes, read_stack
 from zaugnet.tables import columns, write_csv
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, warm_start
 from .config import Config, NetConfig, save_yaml
 from .data import Split, Triplet, TripletSampler, collect_triplets, split_volumes
 from .losses import LaplacianLoss, critic_loss
@@ -135,7 +135,10 @@ class Trainer:
         self.steps_per_epoch = max(1, math.ceil(len(self.train_triplets) / (tc.batch_size * self.world)))
 
         torch.manual_seed(tc.seed)
-        generator = Generator(config.net).to(self.device)
+        generator = Generator(config.net)
+        if tc.init:
+            warm_start(generator, tc.init)
+        generator = generator.to(self.device)
         critic = Critic(config.net.critic_width).to(self.device) if tc.adversarial else None
         self.opt_g = torch.optim.Adam(generator.parameters(), lr=tc.lr, betas=tc.betas)
         self.opt_d = torch.optim.Adam(critic.parameters(), lr=tc.lr, betas=tc.betas) if critic else None

@@ -635,7 +635,372 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--axes", help="axes of a --sample without metadata")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing package")
     ex.set_defaults(func=_cmd_export)
+    _add_psf_commands(sub)
+    _add_deconv_commands(sub)
     return parser
+
+
+# --- zaugnet psf: point spread functions for deconvolution (zaugnet.deconv.psf) -----------------------------
+
+
+def _cmd_psf_simulate(args: argparse.Namespace) -> None:
+    from zaugnet.deconv.psf import confocal_psf, widefield_psf
+    from zaugnet.io.tiff import VoxelSize, write_stack
+
+    out = Path(args.output)
+    _check_output(out, overwrite=args.overwrite, suffixes=TIFF_OUTPUTS)
+    if args.excitation is not None and not args.confocal:
+        raise InputError("--excitation", "applies to confocal PSFs only; add --confocal")
+    if args.confocal and args.excitation is None:
+        raise InputError("--confocal", "needs --excitation (the excitation wavelength in um)")
+    optics = {"na": args.na, "wavelength": args.wavelength, "ni": args.ni, "ns": args.ns, "depth": args.depth}
+    try:  # every parameter is checked before any work
+        if args.confocal:
+            psf = confocal_psf(args.shape, args.dz, args.dxy, excitation=args.excitation, **optics)
+        else:
+            psf = widefield_psf(args.shape, args.dz, args.dxy, **optics)
+    except InputError as err:  # the model names its parameters as these options, without the dashes
+        raise InputError(f"--{err.where}", err.problem) from None
+    write_stack(out, psf, "ZYX", VoxelSize(z=args.dz, y=args.dxy, x=args.dxy), overwrite=args.overwrite)
+    kind = "confocal" if args.confocal else "widefield"
+    print(f"wrote {out}: {kind} PSF {' x '.join(map(str, psf.shape))} float32 (sum 1), voxel size "
+          f"z={args.dz:g} y=x={args.dxy:g} um")
+
+
+def _add_psf_commands(sub: Any) -> None:
+    """``zaugnet psf ACTION``: point spread functions for deconvolution."""
+    group = _subcommand(sub, "psf", "point spread functions for deconvolution",
+                        "Simulated from the optics (a scalar pupil model); for Richardson-Lucy and zero-shot "
+                        "deconvolution.",
+                        "  zaugnet psf simulate --na 1.2 --wavelength 0.461 --ni 1.333 --dz 0.499 --dxy 0.512 "
+                        "-o psf.tif\n")
+    actions = group.add_subparsers(dest="psf_command", required=True, metavar="ACTION",
+                                   help="simulate: write a PSF computed from the objective and media")
+    sim = _subcommand(actions, "simulate", "write a simulated widefield or confocal PSF as a float32 TIFF",
+                      "Scalar diffraction through a circular pupil, plane by plane, with the Gibson-Lanni path "
+                      "difference (immersion and coverslip as designed; at --depth 0 plain defocus, and --ns "
+                      "has no effect). Widefield: averaged over each camera pixel; confocal: excitation x "
+                      "emission PSF, pinhole infinitely small, sampled at the scan positions. Odd sizes, "
+                      "centred on the brightest voxel, sum 1, the voxel size stored in the file.",
+                      "  zaugnet psf simulate --na 1.2 --wavelength 0.461 --ni 1.333 --ns 1.36 --dz 0.499 "
+                      "--dxy 0.512 --shape 33 65 65 -o psf.tif\n"
+                      "  zaugnet psf simulate --na 1.4 --wavelength 0.52 --ni 1.518 --dz 0.2 --dxy 0.1 "
+                      "--confocal --excitation 0.488 -o confocal_psf.tif\n")
+    sim.add_argument("-o", "--output", required=True, help="output TIFF (.tif: ImageJ, .ome.tif: OME-TIFF)")
+    sim.add_argument("--na", type=_finite, required=True, help="numerical aperture of the objective (below --ni)")
+    sim.add_argument("--wavelength", type=_finite, required=True, help="emission wavelength in um, e.g. 0.461")
+    sim.add_argument("--ni", type=_finite, required=True, help="refractive index of the immersion medium "
+                     "(water 1.333, glycerol 1.47, oil 1.518)")
+    sim.add_argument("--ns", type=_finite, help="refractive index of the sample (default: --ni); matters only "
+                     "with --depth")
+    sim.add_argument("--depth", type=_finite, default=0.0, help="depth of the imaged plane below the coverslip "
+                     "in um: the spherical aberration of an --ns different from --ni (default 0: none)")
+    sim.add_argument("--dz", type=_finite, required=True, help="plane spacing in um")
+    sim.add_argument("--dxy", type=_finite, required=True, help="pixel size in um")
+    sim.add_argument("--shape", type=int, nargs=3, default=[33, 65, 65], metavar=("Z", "Y", "X"),
+                     help="planes, rows and columns, each odd (default 33 65 65; at most 257 1025 1025)")
+    sim.add_argument("--confocal", action="store_true", help="a confocal PSF (needs --excitation)")
+    sim.add_argument("--excitation", type=_finite, help="excitation wavelength in um (with --confocal)")
+    sim.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    sim.set_defaults(func=_cmd_psf_simulate)
+
+
+# --- zaugnet deconv: zero-shot 3D deconvolution (ZS-DeconvNet; zaugnet.training.deconv, zaugnet.deconv) -----
+
+
+def _deconv_optics(args: argparse.Namespace) -> dict[str, float]:
+    """The pupil-model options given (``--na`` ...), all three of NA, wavelength and ni or none of them."""
+    names = ("na", "wavelength", "ni", "ns", "depth", "excitation")
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if args.psf and given:
+        raise InputError("--psf", f"give either a PSF file or the optics to simulate one (--{', --'.join(given)}), "
+                                  "not both")
+    missing = [f"--{n}" for n in ("na", "wavelength", "ni") if n not in given]
+    if given and missing:
+        raise InputError(missing[0], f"simulating a PSF needs --na, --wavelength and --ni ({', '.join(missing)} "
+                                     "missing)")
+    if args.psf and not Path(args.psf).is_file():
+        raise InputError(args.psf, "--psf: no such file")
+    return given
+
+
+def _deconv_train_config(args: argparse.Namespace) -> Any:
+    from zaugnet.training.config import load_yaml, parse_override
+    from zaugnet.training.deconv.config import build_deconv_config
+
+    layers: list[dict[str, Any]] = []
+    source = "config"
+    if args.config:
+        layers.append(load_yaml(args.config))
+        source = str(args.config)
+    optics = _deconv_optics(args)
+    if not (args.psf or optics or args.config):
+        raise InputError("--psf", "give a PSF file (--psf psf.tif) or the optics to simulate one (--na, "
+                                  "--wavelength, --ni)")
+    flags: dict[str, Any] = {"preset": args.preset} if args.preset else {}
+    psf: dict[str, Any] = dict(optics)
+    for key, value in (("path", args.psf), ("volume", args.psf_volume), ("background", args.psf_background)):
+        if value is not None:
+            psf[key] = value
+    if psf:
+        flags["psf"] = psf
+    for key, value in (("channel", args.channel), ("axes", args.axes), ("voxel_size", args.voxel_size)):
+        if value is not None:
+            flags.setdefault("data", {})[key] = value
+    for key, value in (("max_steps", args.max_steps), ("batch_size", args.batch_size), ("seed", args.seed),
+                       ("device", args.device)):
+        if value is not None:
+            flags.setdefault("train", {})[key] = value
+    layers.append(flags)
+    layers += [parse_override(text) for text in args.set or []]
+    return build_deconv_config(*layers, source=source)
+
+
+def _cmd_deconv_train(args: argparse.Namespace) -> None:
+    from zaugnet.training import runs
+
+    config = _deconv_train_config(args)
+    run_dir = Path(args.output)
+    _check_output(run_dir, overwrite=True, folder=True)
+    existing = runs.existing(run_dir)
+    if existing and not (args.resume or args.overwrite):
+        raise InputError(run_dir, f"already holds a run ({', '.join(existing)}); pass --resume to continue it "
+                                  "or --overwrite to start again")
+    if args.resume and args.overwrite:
+        raise InputError("--resume", "and --overwrite exclude each other")
+    if args.resume and args.resume != "latest" and not Path(args.resume).is_file():
+        raise InputError(args.resume, "--resume: checkpoint not found")
+    _device(config.train.device)
+    from zaugnet.training.deconv.data import (
+        describe_psf,
+        load_training_volumes,
+        training_psf,
+    )
+    from zaugnet.training.deconv.trainer import DeconvTrainer
+
+    data = load_training_volumes(args.stacks, config.data)
+    psf = training_psf(config.psf, config.data.patch, data.voxel_size)
+    trainer = DeconvTrainer(config, data, psf, run_dir)
+    resume = None
+    if args.resume:
+        resume = trainer.latest_checkpoint() if args.resume == "latest" else Path(args.resume)
+        if resume is None:
+            raise InputError(run_dir, "--resume: no checkpoint to resume from")
+    elif existing:
+        runs.clear(run_dir)
+    print(f"{len(data.volumes)} volume(s) ({', '.join(data.names)}), voxel z {data.voxel_size[0]:g} xy "
+          f"{data.voxel_size[1]:g} um; {describe_psf(config, psf, data.voxel_size)}; ZS-DeconvNet "
+          f"({config.preset}) on {trainer.device}", file=sys.stderr)
+    final = trainer.fit(resume=resume, progress=not args.quiet)
+    last = trainer.history[-1] if trainer.history else {}
+    summary = ", ".join(f"{k} {last[k]:.4f}" for k in ("loss", "val_loss") if k in last)
+    print(f"wrote {final}" + (f" (step {trainer.step}: {summary})" if summary else ""))
+
+
+def _denoised_path(out: Path) -> Path:
+    """``OUT.tif`` -> ``OUT_denoised.tif`` (``.ome.tif`` kept)."""
+    name = out.name
+    suffix = next(s for s in (".ome.tiff", ".ome.tif", ".tiff", ".tif") if name.lower().endswith(s))
+    return out.with_name(f"{name[:-len(suffix)]}_denoised{name[-len(suffix):]}")
+
+
+def _zyx(option: str, values: Sequence[int] | None, low: int) -> tuple[int, int, int] | None:
+    if values is not None and min(values) < low:
+        raise InputError(option, f"expected three integers Z Y X, each at least {low}, got {list(values)}")
+    return tuple(values) if values is not None else None  # type: ignore[return-value]
+
+
+def _check_deconv_predict(args: argparse.Namespace, src: Path, out: Path) -> Path | None:
+    """Everything about a deconv predict request checkable without reading the stack or the model; returns the
+    denoised output's path (None for --method rl)."""
+    if not src.exists():
+        raise InputError(src, "no such file")
+    if out.resolve() == src.resolve():
+        raise InputError(out, "is the input file; choose another output (inputs are never overwritten)")
+    _check_output(out, overwrite=args.overwrite, suffixes=TIFF_OUTPUTS)
+    model_only = {"--model": args.model, "--tile": args.tile, "--halo": args.halo}
+    rl_only = {"--iterations": args.iterations, "--padding": args.padding, "--psf": args.psf, "--na": args.na,
+               "--wavelength": args.wavelength, "--ni": args.ni, "--ns": args.ns, "--depth": args.depth,
+               "--psf-volume": args.psf_volume, "--psf-background": args.psf_background}
+    wrong = [k for k, v in (rl_only if args.method == "model" else model_only).items() if v is not None]
+    if wrong:
+        other = "rl" if args.method == "model" else "model"
+        raise InputError(wrong[0], f"applies to --method {other}, not --method {args.method}")
+    _zyx("--tile", args.tile, 1)
+    _zyx("--halo", args.halo, 0)
+    if args.iterations is not None and not 1 <= args.iterations <= 10_000:
+        raise InputError("--iterations", f"must be between 1 and 10000, got {args.iterations}")
+    if args.method == "rl":
+        if not (args.psf or _deconv_optics(args)):
+            raise InputError("--psf", "--method rl needs a PSF file (--psf) or the optics to simulate one "
+                                      "(--na, --wavelength, --ni)")
+        return None
+    if not args.model:
+        raise InputError("--model", "--method model needs a trained model (RUN_DIR/final.pt of zaugnet deconv train)")
+    if not Path(args.model).is_file():
+        raise InputError(args.model, "checkpoint not found")
+    _device(args.device)
+    denoised = _denoised_path(out)
+    if denoised.resolve() == src.resolve():
+        raise InputError(denoised, "(the denoised output) is the input file; choose another output")
+    _check_output(denoised, overwrite=args.overwrite, suffixes=TIFF_OUTPUTS)
+    return denoised
+
+
+def _cmd_deconv_predict(args: argparse.Namespace) -> None:
+    from zaugnet.deconv.predict import (
+        ModelDeconvolver,
+        RLDeconvolver,
+        deconvolve_stack,
+        rl_psf_shape,
+        select_volumes,
+    )
+    from zaugnet.io.tiff import available_memory, read_stack, write_stack
+    from zaugnet.io.units import size_in_um
+
+    src, out = Path(args.input), Path(args.output)
+    denoised_out = _check_deconv_predict(args, src, out)
+    method: Any
+    if args.method == "model":
+        from zaugnet.training.deconv.checkpoint import load_deconv_network
+
+        device = _device(args.device)
+        model = load_deconv_network(args.model, device=device)
+        halo = args.halo or (model.receptive_radius,) * 3
+        method = ModelDeconvolver(model.network, model.affine, tile=_zyx("--tile", args.tile, 1), halo=halo,
+                                  device=device, max_voxels=max(1, available_memory() // 2 // model.bytes_per_voxel),
+                                  progress=not args.quiet)
+    stack = read_stack(src, axes=args.axes, min_slices=2)
+    picked = select_volumes(stack, args.channel, str(src))
+    size, factor = stack.voxel_size, size_in_um(stack.voxel_size.unit)
+    voxel = None
+    if size.z is not None and size.x is not None and factor is not None:
+        voxel = (size.z * factor, size.x * factor)
+    if args.method == "rl":
+        from zaugnet.deconv.psf import read_bead_psf, widefield_psf
+
+        if voxel is None:
+            raise InputError(src, "has no voxel size (z and xy in a length unit); --method rl needs it for the PSF")
+        if args.psf:
+            psf = read_bead_psf(args.psf, voxel[0], voxel[1], background=args.psf_background, volume=args.psf_volume)
+        else:
+            optics = {"na": args.na, "wavelength": args.wavelength, "ni": args.ni, "ns": args.ns,
+                      "depth": args.depth or 0.0}
+            try:
+                psf = widefield_psf(rl_psf_shape(picked[0][1].shape), voxel[0], voxel[1], **optics)
+            except InputError as err:
+                raise InputError(f"--{err.where}", err.problem) from None
+        method = RLDeconvolver(psf, args.iterations or 20, padding=args.padding or "zeros")
+    elif voxel is not None and not all(abs(a / b - 1) < 0.05 for a, b in zip(voxel, model.voxel_size)):
+        print(f"note: the stack's voxel size (z {voxel[0]:g}, xy {voxel[1]:g} um) differs from the one the model was "
+              f"trained on (z {model.voxel_size[0]:g}, xy {model.voxel_size[1]:g} um)", file=sys.stderr)
+    denoised, deconvolved = deconvolve_stack(stack, method, args.channel, progress=not args.quiet)
+    with _committed_together(denoised_out if denoised is not None else None) as tmp:
+        if tmp is not None:
+            write_stack(tmp, denoised, overwrite=True)
+        write_stack(out, deconvolved, overwrite=args.overwrite)
+    if args.method == "model":
+        what = f"ZS-DeconvNet ({Path(args.model).name}, step {model.step})"
+    else:
+        what = (f"Richardson-Lucy, {method.iterations} iterations, {method.padding} padding, PSF "
+                f"{' x '.join(map(str, psf.shape))}")
+    shape = " x ".join(map(str, deconvolved.data.shape))
+    print(f"wrote {out}" + (f" and {denoised_out}" if denoised is not None else "") +
+          f": {what}; {deconvolved.axes} {shape} float32, voxel size kept")
+
+
+def _add_deconv_optics(command: argparse.ArgumentParser, purpose: str) -> None:
+    command.add_argument("--psf", help=f"PSF {purpose}: a TIFF of beads or of a simulated PSF (zaugnet psf simulate) "
+                         "with its voxel size; resampled to the voxel size needed")
+    command.add_argument("--psf-volume", help="channel / time point of a multi-volume --psf file, e.g. c0")
+    command.add_argument("--psf-background", type=_finite, help="value subtracted from --psf (default: its median, "
+                         "right for beads; give 0 for a simulated PSF)")
+    command.add_argument("--na", type=_finite, help="simulate a widefield PSF instead: numerical aperture")
+    command.add_argument("--wavelength", type=_finite, help="simulate: emission wavelength in um, e.g. 0.461")
+    command.add_argument("--ni", type=_finite, help="simulate: immersion refractive index (water 1.333, oil 1.518)")
+    command.add_argument("--ns", type=_finite, help="simulate: sample refractive index (default: --ni)")
+    command.add_argument("--depth", type=_finite, help="simulate: depth below the coverslip in um (default 0)")
+
+
+def _add_deconv_commands(sub: Any) -> None:
+    """``zaugnet deconv ACTION``: zero-shot deconvolution (ZS-DeconvNet, 3D) and Richardson-Lucy."""
+    group = _subcommand(sub, "deconv", "zero-shot 3D deconvolution: train ZS-DeconvNet on a stack, or deconvolve",
+                        "ZS-DeconvNet (Qiao et al. 2024) learns to denoise and deconvolve from the stack itself: its "
+                        "odd slices are the input, its even slices the target, and a PSF re-blurs the result in the "
+                        "loss. Richardson-Lucy is the classical baseline.",
+                        "  zaugnet deconv train nucleus.tif --channel c1 -o runs/deconv --na 1.2 --wavelength "
+                        "0.461 --ni 1.333 --preset small\n"
+                        "  zaugnet deconv predict nucleus.tif --channel c1 -o nucleus_deconv.tif --model "
+                        "runs/deconv/final.pt\n")
+    actions = group.add_subparsers(dest="deconv_command", required=True, metavar="ACTION",
+                                   help="train: a ZS-DeconvNet on your stack; predict: deconvolve a stack")
+    tr = _subcommand(actions, "train", "train a two-stage 3D ZS-DeconvNet (denoiser + deconvolver) on a stack",
+                     "Self-supervised on the stack itself: windows of 2 x 13 slices give 13 input (odd) and 13 "
+                     "target (even) slices; the loss adds the target re-blurred by the PSF (by FFT, at twice the "
+                     "stack's z spacing), a Hessian and a gap-amending term. Intensities are normalised once by a "
+                     "fixed affine (percentiles 0.1 and 99.9 of the stack), stored with the model. The run folder "
+                     "gets config.yaml, checkpoints/, final.pt and metrics.csv (with the loss on each volume's last "
+                     "z-block, held out). --preset paper is the published 2.00 M-parameter network (a GPU network); "
+                     "--preset small trains on a CPU in about an hour.",
+                     "  zaugnet deconv train nucleus.tif --channel c1 -o runs/deconv --na 1.2 --wavelength 0.461 "
+                     "--ni 1.333 --ns 1.36 --preset small\n"
+                     "  zaugnet deconv train cells.tif -o runs/beads --psf beads.tif --preset paper --device cuda\n"
+                     "  zaugnet deconv train nucleus.tif --channel c1 -o runs/deconv --resume\n")
+    tr.add_argument("stacks", nargs="+", help="TIFF / OME-TIFF stacks (or folders of them) with their voxel size")
+    tr.add_argument("-o", "--output", required=True, help="run folder (the model: RUN_DIR/final.pt)")
+    _add_deconv_optics(tr, "of the loss")
+    tr.add_argument("--excitation", type=_finite, help="simulate a confocal PSF: excitation wavelength in um")
+    tr.add_argument("--preset", choices=["small", "paper"], help="network and training defaults (default paper: "
+                    "the published 2.00 M-parameter network, meant for a GPU; small trains on a CPU)")
+    tr.add_argument("--channel", help="which channel of a multichannel stack, e.g. c1 (every time point is used)")
+    tr.add_argument("--voxel-size", type=_finite, nargs=2, metavar=("Z", "XY"), help="z and xy spacing in um "
+                    "(default: the stack's)")
+    tr.add_argument("--config", help="YAML file with config values (see config.yaml of any deconv run)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one value, e.g. train.lr=3e-4 or "
+                    "data.patch=[9,48,48]")
+    tr.add_argument("--max-steps", type=int, help="training steps (default: the preset's)")
+    tr.add_argument("--batch-size", type=int, help="windows per step (default: the preset's, 3)")
+    tr.add_argument("--seed", type=int, help="random seed of weights and patches (default 0)")
+    tr.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    tr.add_argument("--axes", help="axes of inputs without metadata, e.g. ZCYX")
+    tr.add_argument("--resume", nargs="?", const="latest", help="continue from the latest checkpoint in RUN_DIR "
+                    "(or the given one)")
+    tr.add_argument("--overwrite", action="store_true", help="replace a previous run in RUN_DIR")
+    _add_threads(tr)
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_deconv_train)
+
+    pr = _subcommand(actions, "predict", "deconvolve a stack with a trained ZS-DeconvNet or with Richardson-Lucy",
+                     "--method model writes the deconvolved stack to OUT and the denoiser's output to "
+                     "OUT_denoised (same suffix); --method rl writes OUT only. Outputs are float32 in the input's "
+                     "units (the model's stored affine inverted; Richardson-Lucy adds the subtracted background "
+                     "back), with the input's voxel size. The model runs on the whole stack in one piece when it "
+                     "fits in memory, else on 3D tiles with a halo, stitched by keeping their centres.",
+                     "  zaugnet deconv predict nucleus.tif --channel c1 -o nucleus_deconv.tif --model "
+                     "runs/deconv/final.pt\n"
+                     "  zaugnet deconv predict nucleus.tif --channel c1 -o nucleus_rl.tif --method rl --na 1.2 "
+                     "--wavelength 0.461 --ni 1.333 --ns 1.36 --iterations 20\n")
+    pr.add_argument("input", help="TIFF / OME-TIFF stack (3D, 4D t-z-y-x, or multichannel with --channel)")
+    pr.add_argument("-o", "--output", required=True, help="output TIFF for the deconvolved stack (.tif: ImageJ, "
+                    ".ome.tif: OME-TIFF); missing folders are created")
+    pr.add_argument("--method", choices=["model", "rl"], default="model", help="model (default): a trained "
+                    "ZS-DeconvNet (--model); rl: Richardson-Lucy with a PSF (--psf or --na/--wavelength/--ni)")
+    pr.add_argument("--model", help="checkpoint of zaugnet deconv train (RUN_DIR/final.pt)")
+    pr.add_argument("--channel", help="which channel of a multichannel stack, e.g. c1")
+    pr.add_argument("--tile", type=int, nargs=3, metavar=("Z", "Y", "X"), help="model: tile size in voxels "
+                    "(default: the whole stack when it fits in memory, else automatic)")
+    pr.add_argument("--halo", type=int, nargs=3, metavar=("Z", "Y", "X"), help="model: context around each tile "
+                    "(default: the network's receptive radius, 22 for the paper network)")
+    pr.add_argument("--iterations", type=int, help="rl: Richardson-Lucy iterations (default 20)")
+    pr.add_argument("--padding", choices=["zeros", "reflect"], help="rl: boundary rule of the convolutions "
+                    "(default zeros, best on benchmarks/results/deconv_rl.md)")
+    _add_deconv_optics(pr, "for --method rl")
+    pr.add_argument("--device", default="auto", help="model: auto (default), cpu, cuda, cuda:N")
+    pr.add_argument("--axes", help="axes of inputs without metadata, e.g. ZCYX")
+    _add_threads(pr)
+    pr.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=_cmd_deconv_predict)
 
 
 def _cores() -> int:

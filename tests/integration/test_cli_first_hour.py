@@ -23,7 +23,7 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_subcommand_has_a_description_examples_and_help_for_every_option() -> None:
     commands = _subcommands()
-    assert set(commands) == {"simulate", "train", "predict", "evaluate", "export"}
+    assert set(commands) == {"simulate", "train", "predict", "evaluate", "export", "psf", "deconv"}
     for name, command in commands.items():
         assert command.description and len(command.description) > 80, name
         assert command.epilog.startswith("examples:\n") and f"zaugnet {name} " in command.epilog, name

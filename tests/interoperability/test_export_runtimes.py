@@ -7,7 +7,6 @@ Parity is measured as the max abs difference relative to each input pair's inten
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import zipfile
 from pathlib import Path
@@ -158,11 +157,10 @@ def test_architecture_file_stands_alone_and_rebuilds_the_network(variant: str, t
     assert relative_error(_eager(rebuilt.eval(), x), _eager(net, x), x) == 0.0
 
 
-@pytest.mark.skipif(not os.environ.get("ZAUGNET_OLD_TORCH_PYTHON"),
-                    reason="set ZAUGNET_OLD_TORCH_PYTHON to a python with an old torch (e.g. 2.0.1) to run")
 @pytest.mark.parametrize("variant", ["zaugnet+", "zaugnet-c"])
-def test_torchscript_runs_in_an_old_torch(variant: str, tiny_checkpoints, tmp_path: Path) -> None:
-    """Opt-in: the archive loads and runs in another interpreter's (older) torch, within the tolerance."""
+def test_torchscript_runs_in_an_old_torch(variant: str, tiny_checkpoints, old_torch: Path, tmp_path: Path) -> None:
+    """A fresh export's archive loads and runs in torch 2.0.1 (deepImageJ's libtorch is 2.0.0; the ``old_torch``
+    environment, or ``ZAUGNET_OLD_TORCH_PYTHON``), within the tolerance."""
     net, with_dpm = _wrapped(tiny_checkpoints[variant])
     path = save_torchscript(net, tmp_path / "ts.pt")
     x = _inputs((2, 48, 80), with_dpm, n_slices=net.n_slices)
@@ -170,9 +168,13 @@ def test_torchscript_runs_in_an_old_torch(variant: str, tiny_checkpoints, tmp_pa
     script = ("import sys, numpy as np, torch\n"
               "m = torch.jit.load(sys.argv[1], map_location='cpu').eval()\n"
               "with torch.no_grad():\n"
-              "    np.save(sys.argv[3], m(torch.from_numpy(np.load(sys.argv[2]))).numpy())\n")
-    subprocess.run([os.environ["ZAUGNET_OLD_TORCH_PYTHON"], "-c", script, str(path), str(tmp_path / "x.npy"),
-                    str(tmp_path / "y.npy")], check=True, timeout=300)
+              "    np.save(sys.argv[3], m(torch.from_numpy(np.load(sys.argv[2]))).numpy())\n"
+              "print(torch.__version__)\n")
+    run = subprocess.run([str(old_torch), "-c", script, str(path), str(tmp_path / "x.npy"),
+                          str(tmp_path / "y.npy")], check=True, capture_output=True, text=True, timeout=300)
+    old = run.stdout.strip().splitlines()[-1]
+    assert tuple(int(part) for part in old.split("+")[0].split(".")[:2]) < (2, 1), (
+        f"{old_torch} runs torch {old}, not an old torch (deepImageJ's is 2.0.0)")
     assert relative_error(np.load(tmp_path / "y.npy"), _eager(net, x), x) <= TOLERANCE
 
 

@@ -60,65 +60,16 @@ MACRO_VARIANT = {ZAUGNET_IJM: "zaugnet", PLUS_IJM: "zaugnet+", C_IJM: "zaugnet-c
 #: Input channels of each variant's model (ZAugNet-C: K = 4 slices and the DPM).
 CHANNELS = {"zaugnet": 2, "zaugnet+": 3, "zaugnet-c": 5}
 HERE = Path(__file__).resolve().parent / "imagej"
-STANDIN_SOURCES = (HERE / "DeepImageJ_Run.java", HERE / "Dismiss_Dialogs.java")
 IJ_JAR = Path("/usr/share/java/ij.jar")
 BIOIMAGEIO = Path(sys.executable).with_name("bioimageio")
-#: JDLL 0.6.1's rdf reader (the sources deepImageJ 3.1 runs), and the jars it needs (Debian's).
-JDLL_RDF = ROOT.parent / "shared" / "tools" / "jdll-rdf"
-JDLL_JARS = (Path("/usr/share/java/snakeyaml.jar"), Path("/usr/share/java/gson.jar"))
 #: Seconds for one ImageJ run (each deepImageJ call costs one ``bioimageio predict``, about 4 s on 2 cores). A macro
 #: error makes ImageJ 1.53t show an error dialog (under Xvfb) and wait forever: the timeout ends such runs.
 RUN_TIMEOUT = 150
 
 
 # ------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="session")
-def imagej() -> Path:
-    """ij.jar, or a skip naming what is missing (Debian: ``apt-get install -y imagej xvfb xauth``)."""
-    missing = [what for what, ok in (
-        (str(IJ_JAR), IJ_JAR.is_file()), ("java", shutil.which("java")), ("javac", shutil.which("javac")),
-        ("xvfb-run", shutil.which("xvfb-run")), ("xauth", shutil.which("xauth")),
-    ) if not ok]
-    if missing:
-        pytest.skip(f"ImageJ macro tests need {', '.join(missing)} "
-                    "(Debian: apt-get install -y imagej xvfb xauth, with a JDK for javac)")
-    if not BIOIMAGEIO.is_file():
-        pytest.skip(f"the bioimageio command line is not beside this Python ({BIOIMAGEIO})")
-    return IJ_JAR
-
-
-@pytest.fixture(scope="session")
-def jdll_classpath(imagej: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """JDLL 0.6.1's rdf reader compiled from ``../shared/tools/jdll-rdf/src`` (JDLL's own source files, see its
-    README), as a class path for the stand-in; a skip where the tool or its jars are missing."""
-    src = JDLL_RDF / "src"
-    if not (src / "ReadRdf.java").is_file():
-        pytest.skip(f"JDLL's rdf reader not found at {src} (the shared/ folder beside the checkout)")
-    missing = [str(jar) for jar in JDLL_JARS if not jar.is_file()]
-    if missing:
-        pytest.skip(f"JDLL's reader needs {', '.join(missing)} (apt-get install -y libyaml-snake-java "
-                    "libgoogle-gson-java)")
-    classes = tmp_path_factory.mktemp("jdll") / "classes"
-    done = subprocess.run(["javac", "-nowarn", "-proc:none", "-encoding", "UTF-8",
-                           "-cp", os.pathsep.join(map(str, JDLL_JARS)), "-d", str(classes),
-                           *sorted(map(str, src.rglob("*.java")))], check=False, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    shutil.copy(src / "supportedVersions.json", classes)
-    return os.pathsep.join([str(classes), *map(str, JDLL_JARS)])
-
-
-@pytest.fixture(scope="session")
-def standin(imagej: Path, jdll_classpath: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A plugins.dir whose ``plugins/`` holds the compiled test-only ``DeepImageJ_Run`` (stands in for deepImageJ,
-    reading rdfs with JDLL's reader) and ``Dismiss_Dialogs``; ``jdll.classpath`` beside it names JDLL's classes."""
-    root = tmp_path_factory.mktemp("dij_standin")
-    (root / "plugins").mkdir()
-    done = subprocess.run(["javac", "-cp", str(imagej), "-d", str(root / "plugins"), *map(str, STANDIN_SOURCES)],
-                          check=False, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert (root / "plugins" / "DeepImageJ_Run.class").is_file()
-    (root / "jdll.classpath").write_text(jdll_classpath)
-    return root
+# ``imagej``, ``jdll_classpath`` and ``standin`` (the compiled stand-in, reading rdfs with JDLL's reader) are in
+# conftest.py: test_imagej_inprocess.py starts its JVM with the same ones.
 
 
 @pytest.fixture(scope="session")

@@ -11,14 +11,17 @@ Here ImageJ runs inside a Python process, as a pyimagej user's script would:
   ``output=``; ``zaugnet_plus.ijm`` too), on the shipped packages in ``bioimageio_models/``, so the macro leaves
   its result open as a new image, as in a user's Fiji;
 - that ImagePlus is read back into numpy, pixels and calibration, and compared in the test with
-  ``zaugnet predict --method model --weight-format torchscript`` on the same stack: the same shape and dtype,
+  ``zaugnet predict --method model --weight-format onnx`` on the same stack: the same shape and dtype,
   the original slices identical, the new ones within the packages' export tolerance (1e-4 of the intensity
   range, plus 1 for integer rounding), the voxel depth divided by the factor, x/y size and unit kept, the input
   image still open and unchanged. A macro error (its dialog would wait forever) ends the run with its text.
 
 deepImageJ itself cannot be installed here; ``DeepImageJ Run`` is answered by the test-only stand-in
-``imagej/DeepImageJ_Run.java`` (compiled here with javac), which runs the real ``bioimageio predict`` on the same
-shipped package with its TorchScript weights (the format deepImageJ's PyTorch engine runs). See test_imagej.py.
+``imagej/DeepImageJ_Run.java``, compiled by the same fixtures as for test_imagej.py (``standin`` and
+``jdll_classpath`` in conftest.py), and started with the same ``-Dzaugnet.jdll.classpath``: in this JVM too it
+reads the rdf with JDLL 0.6.1's own reader first (so it refuses what deepImageJ 3.1 refuses: a test below), picks
+the weights in JDLL's order (our packages: ONNX) and runs the real ``bioimageio predict`` on the same shipped
+package with them. See test_imagej.py.
 
 JPype starts one JVM per process and cannot restart it, and ImageJ's AWT threads outlive a test, so each case
 runs in its own Python process: this file run as a script (``python test_imagej_inprocess.py REQUEST.json``),
@@ -54,11 +57,10 @@ ROOT = Path(__file__).resolve().parents[2]
 THIS = Path(__file__).resolve()
 MACROS = ROOT / "fiji_macros"
 SHIPPED = ROOT / "bioimageio_models"
-STANDIN_SOURCE = THIS.parent / "imagej" / "DeepImageJ_Run.java"
 IJ_JAR = Path("/usr/share/java/ij.jar")
 BIOIMAGEIO = Path(sys.executable).with_name("bioimageio")
-#: The weight format the stand-in runs (its default; set explicitly) and the reference uses.
-WEIGHT_FORMAT = "torchscript"
+#: The weights the stand-in runs (JDLL's first choice for our packages) and the reference uses.
+WEIGHT_FORMAT = "onnx"
 #: Seconds the worker process may take before it reports what it has (the ImageJ log, open dialogs) and exits;
 #: each deepImageJ call costs one ``bioimageio predict`` run, about 4 s on 2 cores.
 WORKER_DEADLINE = 240
@@ -153,6 +155,15 @@ def _dialog_texts() -> list[str]:
     return texts
 
 
+def _text_windows() -> dict[str, str]:
+    """Title -> text of each of ImageJ's open text windows (its "Exception" window holds a command's stack trace)."""
+    from scyjava import jimport
+
+    text_window = jimport("ij.text.TextWindow")
+    return {str(w.getTitle()): str(w.getTextPanel().getText() or "")
+            for w in jimport("ij.WindowManager").getNonImageWindows() or [] if isinstance(w, text_window)}
+
+
 def _watchdog(deadline: float, j: dict) -> None:
     """End the process (exit 3) printing the ImageJ log and the dialogs as soon as a dialog opens (nothing
     would close it) or after ``deadline`` seconds."""
@@ -167,7 +178,8 @@ def _watchdog(deadline: float, j: dict) -> None:
             break
     time.sleep(0.5)  # let the dialog's text settle
     try:
-        report = {"dialogs": _dialog_texts() or dialogs, "log": str(j["IJ"].getLog() or "")}
+        report = {"dialogs": _dialog_texts() or dialogs, "log": str(j["IJ"].getLog() or ""),
+                  "text_windows": _text_windows()}
     except Exception as err:  # noqa: BLE001
         report = {"dialogs": dialogs, "error": repr(err)}
     reason = "a dialog opened" if report["dialogs"] else f"no result after {deadline} s"
@@ -180,8 +192,10 @@ def _start_standin(req: dict) -> dict:
 
     scyjava.config.set_java_constraints(fetch="never")  # the system JDK; never download one
     scyjava.config.add_classpath(req["ij_jar"])
+    # the same system properties as test_imagej.py's ImageJ processes: JDLL's reader comes in through
+    # zaugnet.jdll.classpath (the stand-in loads it into this JVM), as there
     for option in (f"-Dplugins.dir={req['plugins_dir']}", f"-Djava.io.tmpdir={req['tmp']}", f"-Duser.home={req['tmp']}",
-                   f"-Dzaugnet.bioimageio={req['bioimageio']}", f"-Dzaugnet.weight_format={req['weight_format']}"):
+                   f"-Dzaugnet.bioimageio={req['bioimageio']}", f"-Dzaugnet.jdll.classpath={req['jdll_classpath']}"):
         scyjava.config.add_option(option)
     scyjava.start_jvm()
     j = _java_classes()
@@ -243,31 +257,14 @@ def worker(request: Path) -> int:
 
 
 # ==================================================================================== the tests
-def _missing_tools() -> list[str]:
-    return [what for what, ok in (
-        (str(IJ_JAR), IJ_JAR.is_file()), ("java", shutil.which("java")), ("javac", shutil.which("javac")),
-        ("xvfb-run", shutil.which("xvfb-run")), ("xauth", shutil.which("xauth")),
-    ) if not ok]
-
-
 @pytest.fixture(scope="session")
-def inprocess_standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A plugins.dir holding the compiled test-only ``DeepImageJ_Run`` stand-in, or a skip naming what is missing."""
-    missing = _missing_tools()
-    if missing:
-        pytest.skip(f"the in-process ImageJ test needs {', '.join(missing)} "
-                    "(Debian: apt-get install -y imagej xvfb xauth, with a JDK for javac)")
-    if not BIOIMAGEIO.is_file():
-        pytest.skip(f"the bioimageio command line is not beside this Python ({BIOIMAGEIO})")
+def inprocess_standin(standin: Path) -> Path:
+    """conftest's ``standin`` (the compiled stand-in; ``jdll.classpath`` beside it names JDLL's compiled reader),
+    or a skip naming what is missing; the in-process run also needs scyjava and JPype."""
     for module in ("scyjava", "jpype"):
         pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[test]')")
-    root = tmp_path_factory.mktemp("inprocess_standin")
-    (root / "plugins").mkdir()
-    done = subprocess.run(["javac", "-cp", str(IJ_JAR), "-d", str(root / "plugins"), str(STANDIN_SOURCE)],
-                          check=False, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert (root / "plugins" / "DeepImageJ_Run.class").is_file()
-    return root
+    assert (standin / "jdll.classpath").read_text()
+    return standin
 
 
 def run_worker(req: dict[str, Any], data: np.ndarray, tmp: Path, cwd: Path | None = None,
@@ -400,8 +397,10 @@ def test_the_macro_on_an_in_memory_stack_in_process(kind: str, macro: str, packa
     assert report["dialogs"] == [], report["dialogs"]
     found = _calls(report["log"])
     assert len(found) == len(shapes), report["log"]
-    for line, shape in zip(found, shapes):
-        assert f"-> input {shape}," in line and line.endswith("_output.tif"), found
+    for line, shape in zip(found, shapes, strict=True):
+        # JDLL's reader read the rdf and JDLL's weight order chose ONNX
+        assert f"-> input {shape}, weights {WEIGHT_FORMAT} -> bioimageio predict ->" in line, found
+        assert line.endswith("_output.tif"), found
     ref = reference(data, model, options, tmp_path)
     check_parity(report, arrays, data, ref, step, title)
     # nothing left behind in java.io.tmpdir by the macro or the stand-in
@@ -410,9 +409,10 @@ def test_the_macro_on_an_in_memory_stack_in_process(kind: str, macro: str, packa
 
 
 def _standin_request(standin: Path, macro: str, args: str, title: str) -> dict[str, Any]:
+    """A worker request for ImageJ 1.53t with the stand-in of ``standin`` (and its JDLL class path)."""
     return {"backend": "standin", "ij_jar": str(IJ_JAR), "plugins_dir": str(standin), "bioimageio": str(BIOIMAGEIO),
-            "weight_format": WEIGHT_FORMAT, "macro": str(MACROS / macro), "args": args, "title": title,
-            "voxel": list(VOXEL), "unit": UNIT}
+            "jdll_classpath": (standin / "jdll.classpath").read_text(), "macro": str(MACROS / macro), "args": args,
+            "title": title, "voxel": list(VOXEL), "unit": UNIT}
 
 
 def test_a_macro_error_in_process_ends_with_its_message(inprocess_standin: Path, tmp_path: Path) -> None:
@@ -425,6 +425,47 @@ def test_a_macro_error_in_process_ends_with_its_message(inprocess_standin: Path,
     assert "zaugnet.ijm: error: factor 3: ZAugNet predicts midpoints only" in report["stdout"], report["stdout"]
     assert "DeepImageJ Run (test stand-in)" not in report["stdout"]
     assert not (tmp_path / "ij" / "result.npz").exists()
+
+
+def _with_documentation_map(package: Path, tmp: Path) -> Path:
+    """A copy of the shipped ``package`` whose rdf gives ``documentation`` as bioimageio.spec's
+    ``{source, sha256}`` mapping (what spec >= 0.5.11 writes), every other byte unchanged: JDLL 0.6.1 throws a
+    ClassCastException on it (test_jdll_reader.py)."""
+    copy = tmp / f"{package.name}_documentation_map"
+    shutil.copytree(package, copy)
+    rdf = (copy / "rdf.yaml").read_text()
+    assert "\ndocumentation: README.md\n" in rdf
+    (copy / "rdf.yaml").write_text(rdf.replace("\ndocumentation: README.md\n",
+                                               "\ndocumentation:\n  source: README.md\n  sha256: " + "0" * 64 + "\n"))
+    return copy
+
+
+def test_an_rdf_jdll_cannot_read_stops_the_in_process_macro_at_once(inprocess_standin: Path,
+                                                                    tmp_path: Path) -> None:
+    """In process too the stand-in reads the rdf with JDLL 0.6.1's reader before anything runs: on the shipped
+    ZAugNet package with ``documentation`` as a mapping, JDLL's ClassCastException leaves the command, the macro
+    stops at once with its error (in a dialog, which the worker reports), no bioimageio run, no result image."""
+    package = _with_documentation_map(SHIPPED / "zaugnet", tmp_path)
+    data = _stack("uint8", Path("/nonexistent"))
+    req = _standin_request(inprocess_standin, "zaugnet.ijm", f"model={package} factor=2", "s.tif")
+    started = time.monotonic()
+    report, _ = run_worker(req, data, tmp_path / "ij", expect=3)
+    elapsed = time.monotonic() - started
+    out = report["stdout"]
+    assert "worker: stopped, a dialog opened: " in out, out
+    stopped = json.loads(out.split("worker: stopped, a dialog opened: ", 1)[1].splitlines()[0])
+    assert stopped["dialogs"] == [(
+        "Macro | zaugnet.ijm: error: deepImageJ failed on gaps 1-1 of 1: java.lang.ClassCastException: class "
+        "java.util.LinkedHashMap cannot be cast to class java.lang.String (java.util.LinkedHashMap and "
+        "java.lang.String are in module java.base of loader 'bootstrap') (the whole error is in its Exception "
+        "window)")], stopped
+    # the exception came out of JDLL's reader, as in deepImageJ 3.1
+    trace = stopped["text_windows"]["Exception"]
+    assert "\tat io.bioimage.modelrunner.bioimageio.description.ModelDescriptorFactory.readFromLocalFile" in trace, trace
+    assert "\tat DeepImageJ_Run.loadDescriptor" in trace, trace
+    assert "DeepImageJ Run (test stand-in)" not in stopped["log"]  # no call was answered, nothing ran
+    assert not (tmp_path / "ij" / "result.npz").exists()
+    assert elapsed < 60, elapsed  # JVM and ImageJ start-up only: no wait for an output that will not come
 
 
 # ------------------------------------------------------------------------------------ real Fiji (opt-in)

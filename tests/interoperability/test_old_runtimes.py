@@ -3,8 +3,9 @@ engine is onnxruntime-java 1.12.1), in an isolated virtual environment made by t
 
 onnxruntime 1.12.1 has wheels for Python 3.10 at the newest, so the environment is built with a Python 3.10
 from the PATH or pyenv (about 10 s, once; kept beside this project's own environment). Where none is found
-or the install fails, the test skips with that reason. The TorchScript counterpart (torch 2.0.x, several GB
-with its CUDA packages) is opt-in: ``ZAUGNET_OLD_TORCH_PYTHON`` (see ``test_export_runtimes.py``).
+or the install fails, the test skips with that reason. Their TorchScript weights in the torch deepImageJ's
+TorchScript engine matches (libtorch 2.0.0; torch 2.0.1 from the package index, the ``old_torch`` fixture of
+conftest.py, about 2.2 GB to download once).
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ from zaugnet.export.load import SHIPPED_MODELS
 ORT_VERSION = "1.12.1"
 #: Kept with the project's environment (``make clean`` removes it), reused by later runs.
 ENV_DIR = Path(sys.prefix) / "zaugnet-old-runtimes" / f"onnxruntime-{ORT_VERSION}"
+
+RUN_TORCHSCRIPT = """
+import sys
+import numpy as np
+import torch
+network = torch.jit.load(sys.argv[1], map_location="cpu").eval()
+with torch.no_grad():
+    np.save(sys.argv[3], network(torch.from_numpy(np.load(sys.argv[2]))).numpy())
+print(torch.__version__)
+"""
 
 RUN = """
 import sys
@@ -87,6 +98,27 @@ def test_shipped_onnx_weights_run_in_deepimagej_s_onnxruntime(name: str, old_onn
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == ORT_VERSION
+    got = np.load(out)
+    assert got.shape == expected.shape
+    error = float(np.max(np.abs(got - expected)))
+    assert error <= tolerance, (name, error, tolerance)
+
+
+@pytest.mark.parametrize("name", ["zaugnet", "zaugnet_plus", "zaugnet_c"])
+def test_shipped_torchscript_weights_run_in_deepimagej_s_torch(name: str, old_torch: Path, tmp_path: Path) -> None:
+    """The package's test input through its TorchScript weights in torch 2.0.1 gives its test output within the
+    package's reproducibility tolerance (deepImageJ tries TorchScript after ONNX and the state dict)."""
+    package = SHIPPED_MODELS / name
+    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
+    scripted = package / rdf["weights"]["torchscript"]["source"]
+    test_input = package / rdf["inputs"][0]["test_tensor"]["source"]
+    expected = np.load(package / rdf["outputs"][0]["test_tensor"]["source"])
+    tolerance = rdf["config"]["bioimageio"]["reproducibility_tolerance"][0]["absolute_tolerance"]
+    out = tmp_path / "out.npy"
+    run = subprocess.run([str(old_torch), "-c", RUN_TORCHSCRIPT, str(scripted), str(test_input), str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1].startswith("2.0."), run.stdout
     got = np.load(out)
     assert got.shape == expected.shape
     error = float(np.max(np.abs(got - expected)))

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from support import tiny_config
-from zaugnet.training.checkpoint import load_checkpoint, load_generator, save_checkpoint
+from zaugnet.training.checkpoint import (
+    load_checkpoint,
+    load_generator,
+    save_checkpoint,
+    warm_start,
+)
 from zaugnet.training.nets import Generator
 
 from zaugnet.errors import InputError
@@ -71,3 +76,45 @@ def test_a_torch_file_without_the_format_tag_is_refused(tmp_path: Path) -> None:
 def test_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------ warm start (train.init)
+def test_warm_start_gives_a_zaugnet_c_the_zaugnet_plus_student_as_its_flow_branch(tiny_checkpoints) -> None:
+    _, source = load_generator(tiny_checkpoints["zaugnet+"])
+    target = Generator(tiny_config("zaugnet-c").net)
+    copied = warm_start(target, tiny_checkpoints["zaugnet+"])
+    assert copied == len(source.state_dict())
+    flow = target.student.flow.state_dict()
+    for key, value in source.student.state_dict().items():
+        assert torch.equal(flow[key], value), key
+    for key, value in source.teacher.state_dict().items():
+        assert torch.equal(target.teacher.state_dict()[key], value), key
+    # the head passes the flow branch's prediction through: the ZAugNet-C begins as that ZAugNet+ (at any z)
+    x = torch.rand(2, target.student.in_channels, 32, 48)
+    x[:, -1] = torch.tensor([0.3, 0.5]).view(2, 1, 1)
+    with torch.no_grad():
+        flow = source.student.eval()(target.student.flow_input(x))
+        assert torch.allclose(target.student.eval()(x), flow, atol=1e-6)
+        assert (target.student.cubic(x) - flow).abs().max() > 1e-2  # and that is not cubic interpolation
+
+
+def test_warm_start_of_the_same_variant_copies_every_weight(tiny_checkpoints) -> None:
+    _, source = load_generator(tiny_checkpoints["zaugnet+"])
+    target = Generator(tiny_config("zaugnet+").net)
+    warm_start(target, tiny_checkpoints["zaugnet+"])
+    assert all(torch.equal(target.state_dict()[k], v) for k, v in source.state_dict().items())
+
+
+def test_warm_start_refuses_weights_of_other_widths(tiny_checkpoints) -> None:
+    wider = tiny_config("zaugnet+").net.model_copy(update={"block_widths": [24, 12, 8]})
+    with pytest.raises(InputError, match=r"train\.init: its zaugnet\+ weights do not fit this network"):
+        warm_start(Generator(wider), tiny_checkpoints["zaugnet+"])
+
+
+def test_the_trainer_starts_from_train_init(tiny_checkpoints, phantom_dir: Path, tmp_path: Path) -> None:
+    from zaugnet.training.trainer import Trainer, load_training_data
+
+    _, source = load_generator(tiny_checkpoints["zaugnet+"])
+    config = tiny_config("zaugnet+", init=str(tiny_checkpoints["zaugnet+"]))
+    trainer = Trainer(config, load_training_data([phantom_dir]), tmp_path / "run")
+    assert all(torch.equal(trainer.generator.state_dict()[k], v) for k, v in source.state_dict().items())

@@ -183,11 +183,13 @@ def _s(model: float, linear: float, cubic: float, spline: float) -> dict[str, fl
 
 
 @pytest.mark.parametrize(("psnr2", "psnr4", "expected"), [
-    # the model wins by 0.5 dB at 2x (over spline) but by 0.875 at 4x (over linear there): extrapolated to the real
-    # spacing 2 * 0.5 - 0.875 = 0.125 <= 0.2; the classical choice is the best at 2x (spline), not at 4x (linear)
-    pytest.param(_s(30.5, 29.0, 29.5, 30.0), _s(27.0, 26.125, 25.5, 25.0), "spline", id="margin-shrinking-fast"),
+    # the model wins by 0.5 dB at 2x (over spline) but by 1.25 at 4x (over linear there): extrapolated to the real
+    # spacing 0.5 + (0.5 - 1.25) / 2 = 0.125 <= 0.2; the classical choice is the best at 2x (spline), not at 4x (linear)
+    pytest.param(_s(30.5, 29.0, 29.5, 30.0), _s(27.25, 26.0, 25.5, 25.0), "spline", id="margin-shrinking-fast"),
+    # 0.5 dB at 2x, 0.875 at 4x: 0.5 + (0.5 - 0.875) / 2 = 0.3125 > 0.2 (a full linear extrapolation, 0.125, refused it)
+    pytest.param(_s(30.5, 29.0, 29.5, 30.0), _s(27.0, 26.125, 25.5, 25.0), "model", id="margin-shrinking-by-half"),
     pytest.param(_s(30.5, 29.0, 29.5, 30.0), _s(26.75, 26.0, 25.5, 25.0), "model", id="margin-shrinking-slowly"),
-    # 0.3 dB at 2x, 0.1 dB at 4x: growing as the spacing shrinks (extrapolated 0.5): min(0.3, 0.5) > 0.2
+    # 0.3 dB at 2x, 0.1 dB at 4x: growing as the spacing shrinks (extrapolated 0.4): min(0.3, 0.4) > 0.2
     pytest.param(_s(30.3, 29.0, 30.0, 29.5), _s(26.1, 25.0, 26.0, 25.5), "model", id="margin-0.3-growing"),
     # growing fast (from -1 dB at 4x), but only 0.15 dB at 2x
     pytest.param(_s(30.15, 29.0, 30.0, 29.5), _s(25.0, 24.0, 26.0, 25.5), "cubic", id="margin-0.15-growing"),
@@ -216,12 +218,12 @@ def test_choose_does_not_take_a_model_whose_4x_score_is_nan_on_a_0_3_db_margin()
 
 
 def test_self_check_properties_follow_the_scores() -> None:
-    check = SelfCheck("v", "net", 4, _s(30.5, 29.0, 29.5, 30.0), _s(0.9, 0.8, 0.8, 0.8), _s(27.0, 26.125, 25.5, 25.0),
+    check = SelfCheck("v", "net", 4, _s(30.5, 29.0, 29.5, 30.0), _s(0.9, 0.8, 0.8, 0.8), _s(27.25, 26.0, 25.5, 25.0),
                       "spline")
     assert (check.best_classical, check.margin, check.trend_margin) == ("spline", 0.5, 0.125)
     assert check.message() == (
         "self-check v: held-out slices predicted at twice / four times the spacing (4 at twice; PSNR dB, 8-bit "
-        "scale): net 30.50 / 27.00, linear 29.00 / 26.12, cubic 29.50 / 25.50, spline 30.00 / 25.00; net +0.50 dB "
+        "scale): net 30.50 / 27.25, linear 29.00 / 26.00, cubic 29.50 / 25.50, spline 30.00 / 25.00; net +0.50 dB "
         "over spline, +0.12 dB extrapolated to the real spacing: not clearly better; using spline interpolation")
     alone = SelfCheck("v", "net", 2, _s(30.625, 30.0, 29.0, 28.0), _s(0.9, 0.8, 0.8, 0.8), {}, "model")
     assert (alone.best_classical, alone.margin, math.isnan(alone.trend_margin)) == ("linear", 0.625, True)

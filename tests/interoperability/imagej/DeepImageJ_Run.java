@@ -41,8 +41,8 @@
  * real `bioimageio predict` command line (bioimageio.core) with --weight-format set to the weights chosen
  * above; its .npy outputs are saved as 32-bit TIFFs. The executable comes from the system property
  * zaugnet.bioimageio or the environment variable ZAUGNET_BIOIMAGEIO (default: `bioimageio` on the PATH).
- * Without zaugnet.jdll.classpath the rdf is NOT read with JDLL (a line in the Log says so) and the weights are
- * ONNX when the rdf lists them, else TorchScript.
+ * zaugnet.jdll.classpath is required: without it (or without JDLL's classes on it) the command throws an
+ * IllegalStateException before anything runs, so no call is ever answered without JDLL's reader.
  *
  * Each call is logged (IJ.log), for tests:
  *   DeepImageJ Run (test stand-in): <title> -> input (b, c, y, x), weights <format> -> bioimageio predict -> <files>
@@ -181,7 +181,9 @@ public class DeepImageJ_Run implements PlugIn {
             return jdllLoader;
         String cp = System.getProperty("zaugnet.jdll.classpath");
         if (cp == null || cp.isEmpty())
-            return null;
+            throw new IllegalStateException(NAME + ": the system property zaugnet.jdll.classpath is not set: it must "
+                    + "name JDLL 0.6.1's compiled reader and its jars (the tests' jdll_classpath fixture), which read "
+                    + "every rdf as deepImageJ does");
         List<URL> urls = new ArrayList<>();
         for (String part : cp.split(File.pathSeparator))
             if (!part.isEmpty())
@@ -194,8 +196,6 @@ public class DeepImageJ_Run implements PlugIn {
     private static Model loadDescriptor(File folder) throws IOException {
         String rdf = folder + File.separator + "rdf.yaml";
         ClassLoader cl = jdll();
-        if (cl == null)
-            return withoutJdll(folder, rdf);
         Object descriptor;
         try {
             Class<?> factory = Class.forName(JDLL + "bioimageio.description.ModelDescriptorFactory", true, cl);
@@ -268,16 +268,6 @@ public class DeepImageJ_Run implements PlugIn {
         } catch (ReflectiveOperationException e) {
             throw new IllegalStateException(NAME + ": JDLL has no " + target.getClass().getName() + "." + method, e);
         }
-    }
-
-    /** Without JDLL: the rdf is not checked; ONNX weights if the rdf lists them, else TorchScript. */
-    private static Model withoutJdll(File folder, String rdf) throws IOException {
-        IJ.log(NAME + " warning: zaugnet.jdll.classpath is not set: " + rdf + " is NOT read with JDLL's reader");
-        String text = new String(Files.readAllBytes(new File(rdf).toPath()), StandardCharsets.UTF_8);
-        Model m = new Model();
-        m.folder = folder;
-        m.weightFormat = Pattern.compile("(?m)^\\s+onnx:\\s*$").matcher(text).find() ? "onnx" : "torchscript";
-        return m;
     }
 
     // ------------------------------------------------------------------ one image

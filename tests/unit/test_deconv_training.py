@@ -1,0 +1,258 @@
+"""ZS-DeconvNet training: config, the loss's PSF, patches, loss terms, a short run, exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from zaugnet.training.deconv.checkpoint import load_deconv_network
+from zaugnet.training.deconv.config import (
+    DeconvDataConfig,
+    DeconvTrainConfig,
+    build_deconv_config,
+)
+from zaugnet.training.deconv.data import (
+    PatchSampler,
+    TrainingVolumes,
+    held_out_slices,
+    lateral_half_width,
+    patch_accepted,
+    training_psf,
+    validation_windows,
+)
+from zaugnet.training.deconv.losses import DeconvLoss, combine, loss_terms
+from zaugnet.training.deconv.trainer import DeconvTrainer
+
+from zaugnet.deconv.forward import FFTConvolver, convolve_fft, split_odd_even
+from zaugnet.deconv.predict import Affine
+from zaugnet.deconv.psf import widefield_psf
+from zaugnet.errors import InputError
+
+OPTICS = {"na": 1.0, "wavelength": 0.5, "ni": 1.333}
+TINY = {"preset": "small", "psf": OPTICS,
+        "net": {"channels": 4, "head_channels": 4, "groups": 1, "blocks": 1, "reduction": 2},
+        "data": {"patch": [5, 24, 24]},
+        "train": {"batch_size": 2, "max_steps": 20, "lr": 1e-3, "val_every": 5, "checkpoint_every": 10}}
+VOXEL = (0.5, 0.2)
+
+
+def tiny_config(**train: object):
+    return build_deconv_config(TINY, {"train": dict(train)})
+
+
+def synthetic(shape: tuple[int, int, int] = (24, 40, 40), seed: int = 0) -> np.ndarray:
+    """Gaussian blobs, blurred by a widefield PSF, with Poisson noise (raw counts, background 5)."""
+    rng = np.random.default_rng(seed)
+    obj = np.zeros(shape, np.float32)
+    obj[tuple(rng.integers(0, shape, size=(40, 3)).T)] = 1.0
+    obj = ndimage.gaussian_filter(obj, 1.0) * 50
+    psf = widefield_psf((9, 31, 31), VOXEL[0], VOXEL[1], **OPTICS)
+    blurred = convolve_fft(torch.from_numpy(obj)[None, None], psf)[0, 0].numpy()
+    return rng.poisson(np.clip(blurred, 0, None) * 20 + 5).astype(np.float32)
+
+
+def training_data(volume: np.ndarray) -> TrainingVolumes:
+    affine = Affine.from_volumes([volume])
+    return TrainingVolumes(["synthetic"], [affine.normalise(volume)], affine, VOXEL)
+
+
+# --- config ---------------------------------------------------------------------------------------------
+
+
+def test_paper_defaults_follow_the_note() -> None:
+    cfg = build_deconv_config({"psf": OPTICS})
+    assert cfg.preset == "paper" and cfg.data.patch == (13, 64, 64) and cfg.train.batch_size == 3
+    assert (cfg.train.mu, cfg.train.lam, cfg.train.gamma, cfg.train.lr) == (0.5, 0.1, 1.0, 1e-4)
+    assert cfg.data.percentiles == (0.1, 99.9)
+
+
+def test_the_learning_rate_halves_on_schedule() -> None:
+    cfg = DeconvTrainConfig(lr=1e-3, lr_halve_every=100)
+    assert [cfg.lr_at(s) for s in (0, 99, 100, 199, 200, 350)] == [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 1.25e-4]
+
+
+@pytest.mark.parametrize(("layer", "needle"), [
+    ({"net": {"chanels": 8}}, "chanels"),
+    ({"net": {"channels": 1000}}, "net.channels"),
+    ({"net": {"channels": 4, "reduction": 8}}, "reduction"),
+    ({"data": {"patch": [2, 64, 64]}}, "patch"),
+    ({"data": {"patch": [13, 64, 4096]}}, "patch"),
+    ({"psf": {"path": "psf.tif", "na": 1.2}}, "either path"),
+    ({"psf": {"na": 1.2}}, "wavelength"),
+    ({"preset": "huge"}, "preset"),
+])
+def test_bad_configs_are_refused_naming_the_field(layer: dict, needle: str) -> None:
+    base = {} if "psf" in layer else {"psf": OPTICS}
+    with pytest.raises(InputError, match=needle):
+        build_deconv_config(base, layer)
+
+
+# --- the loss's PSF -------------------------------------------------------------------------------------
+
+
+def test_the_training_psf_is_simulated_at_twice_the_z_spacing_and_cropped_to_the_patch() -> None:
+    cfg = build_deconv_config(TINY)
+
+    psf = training_psf(cfg.psf, (5, 24, 24), VOXEL)
+
+    assert psf.shape[0] == 5 and psf.shape[1] == psf.shape[2] <= 23 and psf.shape[1] % 2 == 1
+    assert float(psf.sum()) == pytest.approx(1.0, abs=1e-6)
+    full = widefield_psf((5, 23, 23), 2 * VOXEL[0], VOXEL[1], **OPTICS)
+    h, c = psf.shape[1] // 2, 11
+    expected = full[:, c - h:c + h + 1, c - h:c + h + 1]
+    np.testing.assert_allclose(psf, expected / expected.sum(), rtol=1e-5, atol=1e-8)
+
+
+def test_lateral_crop_gaussian_rule_and_energy_rule() -> None:
+    yy, xx = np.indices((41, 41)) - 20
+    gaussian = np.exp(-(yy**2 + xx**2) / (2 * 2.0**2))[None].repeat(3, 0)  # sigma 2 px
+    # 4 sigma = 8 px; 99 % of a 2D Gaussian lies within a square of half width 2.81 sigma (5.6 px): 8 wins
+    assert lateral_half_width(gaussian, 4.0) == 8
+    ring = np.zeros((3, 41, 41))  # a defocus-like ring of radius 15 around a small core
+    ring[:, (np.hypot(yy, xx) > 14.5) & (np.hypot(yy, xx) < 15.5)] = 1.0
+    ring[:, 20, 20] = 50.0
+    assert lateral_half_width(ring, 4.0) == 15  # the Gaussian fits the core; the energy rule keeps the ring
+
+
+def test_the_forward_model_of_a_delta_is_the_psf() -> None:
+    psf = training_psf(build_deconv_config(TINY).psf, (5, 24, 24), VOXEL)
+    shape = (9, 31, 33)
+    delta = torch.zeros(1, 1, *shape)
+    delta[0, 0, 4, 15, 16] = 1.0
+
+    blurred = FFTConvolver(psf, shape, "zeros")(delta)[0, 0].numpy()
+
+    hz, hy = psf.shape[0] // 2, psf.shape[1] // 2
+    expected = np.zeros(shape, np.float32)
+    expected[4 - hz:4 + hz + 1, 15 - hy:15 + hy + 1, 16 - hy:16 + hy + 1] = psf
+    np.testing.assert_allclose(blurred, expected, atol=1e-7)
+
+
+# --- loss terms -----------------------------------------------------------------------------------------
+
+
+def test_an_identity_denoiser_gives_zero_gap_terms() -> None:
+    window = torch.rand(2, 1, 10, 12, 12)
+    odd, even = split_odd_even(window)
+    identity = FFTConvolver(np.ones((1, 1, 1), np.float32), (5, 12, 12))
+
+    terms = loss_terms(odd, odd, even, window, identity)
+
+    assert float(terms["gap_den"]) == 0.0
+    assert float(terms["gap_dec"]) == pytest.approx(0.0, abs=1e-6)  # through the FFT: float32 rounding
+    assert float(terms["den"]) == pytest.approx(float((odd - even).abs().mean()))
+
+
+def test_noise_free_constant_data_scores_zero_and_weights_combine_by_hand() -> None:
+    window = torch.full((1, 1, 8, 10, 10), 0.3)
+    odd, even = split_odd_even(window)
+    delta = FFTConvolver(np.ones((1, 1, 1), np.float32), (4, 10, 10))
+
+    terms = loss_terms(odd, odd, even, window, delta)
+
+    assert all(float(v) == pytest.approx(0.0, abs=1e-7) for v in terms.values())
+    known = {k: torch.tensor(v) for k, v in {"den": 1.0, "gap_den": 2.0, "dec": 3.0, "gap_dec": 4.0,
+                                             "hessian": 5.0}.items()}
+    cfg = DeconvTrainConfig(mu=0.25, gamma=0.5, lam=0.1)
+    assert float(combine(known, cfg)) == pytest.approx(0.25 * (1 + 0.5 * 2) + 0.75 * (3 + 0.5 * 4 + 0.1 * 5))
+
+
+# --- patches --------------------------------------------------------------------------------------------
+
+
+def test_patch_rejection_rule() -> None:
+    cfg = DeconvDataConfig()
+    assert not patch_accepted(np.zeros((10, 8, 8)), cfg)  # mean 0
+    assert not patch_accepted(np.full((10, 8, 8), 0.004), cfg)  # 0.004 / 0.014 < 0.5, and mean < 0.01
+    assert patch_accepted(np.linspace(0, 1, 640).reshape(10, 8, 8), cfg)
+
+
+def test_held_out_slices_are_even_and_at_least_six() -> None:
+    assert [held_out_slices(n, 0.15) for n in (20, 45, 100)] == [6, 8, 16]
+    assert held_out_slices(45, 0.0) == 0
+
+
+def test_windows_never_reach_the_held_out_block_and_favour_the_foreground() -> None:
+    volume = np.zeros((30, 40, 40), np.float32)
+    volume[8:14, 20:26, 4:10] = 1.0  # the only structure of the training part
+    volume[30 - held_out_slices(30, 0.15):] = 100.0  # the held-out block
+    sampler = PatchSampler([volume], DeconvDataConfig(patch=(4, 16, 16)))
+
+    batches = [sampler.batch(4, seed=0, step=s) for s in range(10)]
+
+    assert all(float(b.max()) <= 1.0 for b in batches)
+    assert all(float(w.max()) == 1.0 for b in batches for w in b)  # each window holds part of the blob
+    torch.testing.assert_close(sampler.batch(4, 0, 3), batches[3])  # reproducible from (seed, step)
+    assert tuple(batches[0].shape) == (4, 1, 8, 16, 16)
+    (val,) = validation_windows([volume], 0.15)
+    assert tuple(val.shape) == (1, 1, 6, 40, 40) and float(val.min()) == 100.0
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> DeconvTrainer:
+    torch.set_num_threads(1)
+    config = tiny_config()
+    data = training_data(synthetic())
+    trainer = DeconvTrainer(config, data, training_psf(config.psf, config.data.patch, VOXEL),
+                            tmp_path_factory.mktemp("deconv_run"))
+    trainer.fit(progress=False)
+    return trainer
+
+
+def test_twenty_steps_decrease_the_loss_and_write_a_loadable_checkpoint(trained: DeconvTrainer) -> None:
+    history = trained.history
+    assert [row["step"] for row in history] == [5, 10, 15, 20]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    final = trained.run_dir / "final.pt"
+    assert (trained.run_dir / "metrics.csv").is_file() and (trained.run_dir / "config.yaml").is_file()
+    assert (trained.run_dir / "checkpoints" / "step_00000010.pt").is_file()
+
+    model = load_deconv_network(final)
+
+    assert model.step == 20 and model.affine == trained.data.affine and model.voxel_size == VOXEL
+    for a, b in zip(model.network.state_dict().values(), trained.network.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_resume_continues_exactly(trained: DeconvTrainer, tmp_path: Path) -> None:
+    config = trained.config
+    resumed = DeconvTrainer(config, trained.data, trained.psf, tmp_path)
+
+    resumed.fit(resume=trained.run_dir / "checkpoints" / "step_00000010.pt", progress=False)
+
+    assert resumed.step == 20
+    for a, b in zip(resumed.network.state_dict().values(), trained.network.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed.history[-1]["loss"] == trained.history[-1]["loss"]
+
+
+def test_resume_refuses_another_psf_or_normalisation(trained: DeconvTrainer, tmp_path: Path) -> None:
+    checkpoint = trained.run_dir / "final.pt"
+    other_psf = DeconvTrainer(trained.config, trained.data, np.ones((1, 1, 1), np.float32), tmp_path)
+    with pytest.raises(InputError, match="PSF"):
+        other_psf.load_state(checkpoint)
+    data = TrainingVolumes(["x"], trained.data.volumes, Affine(offset=1.0, scale=2.0), VOXEL)
+    other_affine = DeconvTrainer(trained.config, data, trained.psf, tmp_path)
+    with pytest.raises(InputError, match="normalisation"):
+        other_affine.load_state(checkpoint)
+
+
+def test_axial_zeros_padding_is_zeros_in_z_and_mirrored_in_xy() -> None:
+    rng = np.random.default_rng(3)
+    psf = rng.random((5, 7, 7)).astype(np.float32)
+    psf /= psf.sum()
+    volume = rng.random((6, 12, 13)).astype(np.float32)
+
+    blurred = DeconvLoss(psf, DeconvTrainConfig(), "axial-zeros").forward_model((6, 12, 13))(
+        torch.from_numpy(volume)[None, None])[0, 0].numpy()
+
+    mirrored = np.pad(volume.astype(np.float64), ((0, 0), (3, 3), (3, 3)), mode="reflect")
+    expected = ndimage.convolve(mirrored, psf.astype(np.float64), mode="constant", cval=0.0)[:, 3:-3, 3:-3]
+    np.testing.assert_allclose(blurred, expected, atol=1e-6)
