@@ -8,8 +8,9 @@ naming the field.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -18,6 +19,8 @@ from zaugnet.atomic import atomic_write_text
 from zaugnet.errors import InputError
 from zaugnet.variants import NAMES
 from zaugnet.variants import variant as get_variant
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 Variant = Literal[NAMES]  # type: ignore[valid-type]  # the names of zaugnet.variants
 Preset = Literal["small", "paper"]
@@ -187,8 +190,9 @@ def parse_override(text: str) -> dict[str, Any]:
     return node
 
 
-def build_config(*layers: dict[str, Any], source: str = "config") -> Config:
-    """Validate a config from dicts applied in order over the chosen preset.
+def validate_layers(model: type[_Model], presets: dict[str, dict[str, Any]], layers: Sequence[dict[str, Any]],
+                    source: str = "config") -> _Model:
+    """``model`` validated from dicts applied in order over the chosen one of ``presets``.
 
     The preset is taken from the last layer that names one (default ``paper``).
 
@@ -201,14 +205,19 @@ def build_config(*layers: dict[str, Any], source: str = "config") -> Config:
     for layer in layers:
         merged = _merge(merged, layer)
     preset = merged.get("preset", "paper")
-    if preset not in PRESETS:
-        raise InputError(f"{source}: preset", f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    merged = _merge(PRESETS[preset], merged)
+    if preset not in presets:
+        raise InputError(f"{source}: preset", f"unknown preset {preset!r}; choose from {sorted(presets)}")
+    merged = _merge(presets[preset], merged)
     try:
-        return Config.model_validate(merged)
+        return model.model_validate(merged)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in err.errors())
         raise InputError(source, problems) from None
+
+
+def build_config(*layers: dict[str, Any], source: str = "config") -> Config:
+    """A ZAugNet :class:`Config` from dicts applied in order over the chosen preset (:func:`validate_layers`)."""
+    return validate_layers(Config, PRESETS, layers, source)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -18,15 +18,15 @@ Presets (:data:`PRESETS`):
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from zaugnet.atomic import atomic_write_text
-from zaugnet.errors import InputError
+
+from ..config import validate_layers
 
 __all__ = ["CONFIG_VERSION", "FAMILY", "PRESETS", "DeconvConfig", "DeconvDataConfig", "DeconvNetConfig",
            "DeconvTrainConfig", "PSFConfig", "build_deconv_config", "save_deconv_yaml"]
@@ -173,36 +173,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def build_deconv_config(*layers: dict[str, Any], source: str = "config") -> DeconvConfig:
-    """Validate a config from dicts applied in order over the chosen preset (the last one named; default paper).
-
-    Raises
-    ------
-    InputError
-        Naming the field (and ``source``) for unknown keys or wrong values.
-    """
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged = _merge(merged, layer)
-    preset = merged.get("preset", "paper")
-    if preset not in PRESETS:
-        raise InputError(f"{source}: preset", f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    merged = _merge(PRESETS[preset], merged)
-    try:
-        return DeconvConfig.model_validate(merged)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in err.errors())
-        raise InputError(source, problems) from None
+    """A :class:`DeconvConfig` from dicts applied in order over the chosen preset (the last one named; default
+    paper), as :func:`zaugnet.training.config.validate_layers`."""
+    return validate_layers(DeconvConfig, PRESETS, layers, source)
 
 
 def save_deconv_yaml(config: DeconvConfig, path: str | Path) -> None:
