@@ -47,23 +47,35 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
 
     Bilinear ``grid_sample`` with border padding and ``align_corners=True``. The grid is built
     from the tensor's shape on every call, so there is no cache tied to one size.
+
+    The sampling grid (pixel coordinates plus flow, normalised to [-1, 1]) and the sampling itself are
+    computed in float32 (float64 if an input is float64) whatever the inputs' dtype and the autocast
+    state: bfloat16 holds integers exactly only up to 256, so bfloat16 coordinates would move samples by
+    up to 2 pixels in a 1024-pixel slice. The result has the dtype an arithmetic operation on
+    ``image`` and ``flow`` would give (float32 for bfloat16 features and a float32 flow, as under
+    autocast, which runs ``grid_sample`` in float32 anyway).
     """
     b, _, h, w = image.shape
-    y_line = torch.arange(h, device=image.device, dtype=image.dtype)
-    x_line = torch.arange(w, device=image.device, dtype=image.dtype)
+    out_dtype = torch.promote_types(image.dtype, flow.dtype)
+    ct = torch.float64 if out_dtype == torch.float64 else torch.float32
+    src = image if image.dtype == ct else image.to(ct)
+    fl = flow if flow.dtype == ct else flow.to(ct)
+    y_line = torch.arange(h, device=image.device, dtype=ct)
+    x_line = torch.arange(w, device=image.device, dtype=ct)
     ys = y_line.view(1, h, 1).expand(b, h, w)
     xs = x_line.view(1, 1, w).expand(b, h, w)
     # normalised coordinates: -1 .. 1 across pixel centres (align_corners=True)
     if torch.jit.is_tracing():
         # h and w are traced values here: take max(n - 1, 1) from the coordinate lines, not with a
         # Python branch, so a traced (ONNX) graph stays valid at every size
-        gx = (xs + flow[:, 0]) * (2.0 / torch.clamp(x_line[-1:], min=1.0)) - 1.0
-        gy = (ys + flow[:, 1]) * (2.0 / torch.clamp(y_line[-1:], min=1.0)) - 1.0
+        gx = (xs + fl[:, 0]) * (2.0 / torch.clamp(x_line[-1:], min=1.0)) - 1.0
+        gy = (ys + fl[:, 1]) * (2.0 / torch.clamp(y_line[-1:], min=1.0)) - 1.0
     else:
-        gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
-        gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+        gx = (xs + fl[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
+        gy = (ys + fl[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack((gx, gy), dim=3)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out if out.dtype == out_dtype else out.to(out_dtype)
 
 
 def resize(x: Tensor, factor: float) -> Tensor:

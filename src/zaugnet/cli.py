@@ -571,13 +571,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "run (default: pytorch_state_dict into zaugnet's own network, else onnx; neither runs code "
                     "from the package). torchscript RUNS THE PACKAGE'S CODE (TorchScript is a program): choose "
                     "it only for packages you trust")
-    pr.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    pr.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass, at most (default 4), "
+                    "batched only up to 512 x 512 pixels a pass: larger tiles run one at a time, which is faster")
     pr.add_argument("--tta", action="store_true", help="test-time augmentation: average the model over the 8 "
                     "rotations / mirror images and z reversal (16x the model's time; the shipped ZAugNet+ at 2x on "
                     "five real stacks: -0.04 to +0.16 dB PSNR, and smoother new slices; benchmarks/tta.py)")
-    pr.add_argument("--tile", type=int, default=512, help="side of the model's tiles in pixels, a multiple of 16 "
-                    "(default 512); larger slices are predicted tile by tile (out of core each --chunk block, with "
-                    "its halo, is one tile)")
+    pr.add_argument("--tile", type=int, default=1024, help="side of the model's tiles in pixels, a multiple of 16 "
+                    "(default 1024: slices up to 1280 px, tile plus halo, are predicted whole); larger slices are "
+                    "predicted tile by tile (out of core each --chunk block, with its halo, is one tile)")
     pr.add_argument("--halo", type=int, default=128, help="context the model sees around each tile (and, out of "
                     "core, around each block) in pixels (default 128)")
     pr.add_argument("--chunk", type=int, help="OME-Zarr output: side in pixels of the XY blocks computed one at a "

@@ -34,7 +34,7 @@ def test_every_subcommand_has_a_description_examples_and_help_for_every_option()
 def test_help_names_the_defaults_a_user_asks_about() -> None:
     help_of = {name: {a.dest: a.help for a in c._actions} for name, c in _subcommands().items()}
     assert "default 4" in help_of["predict"]["batch_size"]
-    assert "default 512" in help_of["predict"]["tile"] and "default 128" in help_of["predict"]["halo"]
+    assert "default 1024" in help_of["predict"]["tile"] and "default 128" in help_of["predict"]["halo"]
     assert "default paper" in help_of["train"]["preset"] and "GPU" in help_of["train"]["preset"]
     assert "missing folders are created" in help_of["predict"]["output"]
 

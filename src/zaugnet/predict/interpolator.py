@@ -20,6 +20,25 @@ from ..gaps import SIZE_MULTIPLE, dpm_plane, grid_floor, normalize_pair
 from ..variants import variant as get_variant
 
 
+#: Pixels a forward pass may hold before tiles stop being batched together: four 256 x 256 tiles, one 512 x 512.
+#: On this project's 2-core CPU (paper-size network) a batch of four 256 x 256 tiles ran 1.13x the pairs/s of one
+#: at a time, a batch of four 1024 x 1024 tiles 0.79x (benchmarks/results/speed_reference.md).
+MAX_BATCH_PIXELS = 512 * 512
+
+
+def _passes(shapes: Sequence[tuple[int, int]], batch_size: int, max_pixels: int | None) -> list[list[int]]:
+    """Group jobs (by index) into forward passes: one shape per pass, at most ``batch_size`` jobs, and more
+    than one only while the pass holds at most ``max_pixels`` pixels (``None``: no pixel limit)."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for index, shape in enumerate(shapes):
+        by_shape.setdefault(shape, []).append(index)
+    passes: list[list[int]] = []
+    for (h, w), group in by_shape.items():
+        n = batch_size if max_pixels is None else max(1, min(batch_size, max_pixels // (h * w)))
+        passes += [group[i:i + n] for i in range(0, len(group), n)]
+    return passes
+
+
 def _tiles(size: int, tile: int, halo: int) -> Iterator[tuple[int, int, int, int]]:
     """Yield ``(read_start, read_stop, keep_start, keep_stop)`` along one axis; starts on the 16-px grid."""
     if size <= tile + 2 * halo:
@@ -47,9 +66,14 @@ class ModelInterpolator:
     device
         Torch device of ``network``.
     batch_size
-        Pairs (tiles) per forward pass.
+        At most this many tiles (of one shape) per forward pass; more than one only while the pass holds at
+        most ``max_batch_pixels`` pixels.
     tile
-        Side of the kept part of a tile (a multiple of 16); larger slices are tiled.
+        Side of the kept part of a tile (a multiple of 16); slices larger than ``tile + 2 * halo`` are tiled.
+        The default, 1024, predicts slices up to 1280 x 1280 whole: on this project's 2-core CPU a
+        1024 x 1024 slice (paper-size network) took 1.59 s instead of 2.80 s as the four 640 x 640 tiles
+        (with halo, 1.56x its pixels, in one batch) of the earlier default 512, for about 350 MB more peak
+        memory, within 2.5e-5 of the output range (benchmarks/results/speed_reference.md).
     halo
         Context added around each tile on every side (pixels). 128 keeps tiled and untiled
         predictions within 1e-4 of the intensity range for the paper-size network (measured).
@@ -64,13 +88,20 @@ class ModelInterpolator:
     tta
         Test-time augmentation: the mean of the network's predictions over the 8 rotations and mirror
         images of each tile and over z reversal (16 forward passes per tile).
+    max_batch_pixels
+        See ``batch_size``; ``None``: batches of ``batch_size`` tiles whatever their size.
+    channels_last
+        Run an eager network (an ``nn.Module``, not TorchScript) on the CPU in channels-last memory format;
+        the module is converted in place. Measured here: 1.19x the pairs/s for the paper-size network,
+        0.92x for the small shipped models, within 2e-5 of the output range of the default format
+        (benchmarks/results/speed_reference.md); hence off by default.
     """
 
     network: nn.Module | Callable[[torch.Tensor], torch.Tensor]
     variant: str
     device: str = "cpu"
     batch_size: int = 4
-    tile: int = 512
+    tile: int = 1024
     halo: int = 128
     normalization: str = "minmax"
     percentiles: tuple[float, float] = (0.1, 99.9)
@@ -78,6 +109,8 @@ class ModelInterpolator:
     n_slices: int = 2
     weights_sha256: str = ""
     tta: bool = False
+    max_batch_pixels: int | None = MAX_BATCH_PIXELS
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.tile % SIZE_MULTIPLE or self.tile <= 0:
@@ -86,8 +119,18 @@ class ModelInterpolator:
             raise InputError("--halo", f"must be zero or positive, got {self.halo}")
         if self.batch_size < 1:
             raise InputError("--batch-size", f"must be at least 1, got {self.batch_size}")
+        if self.max_batch_pixels is not None and self.max_batch_pixels < 1:
+            raise ValueError(f"max_batch_pixels must be at least 1 or None, got {self.max_batch_pixels}")
+        if self._channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
         get_variant(self.variant)  # an unknown variant is refused here
         self.name = self.name or self.variant
+
+    @property
+    def _channels_last(self) -> bool:
+        """Whether inputs go to the network channels-last: asked for, an eager module, on the CPU."""
+        return (self.channels_last and isinstance(self.network, nn.Module)
+                and not isinstance(self.network, torch.jit.ScriptModule) and torch.device(self.device).type == "cpu")
 
     @property
     def with_dpm(self) -> bool:
@@ -102,6 +145,8 @@ class ModelInterpolator:
     @torch.no_grad()
     def _run(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if not self.tta:
             return self.network(x).float().cpu().numpy()[:, 0]
         k = self.n_slices
@@ -151,14 +196,12 @@ class ModelInterpolator:
         out = np.empty((b, h, w), dtype=np.float32)
         jobs = [(i, ys, xs) for i in range(b) for ys in _tiles(h, self.tile, self.halo)
                 for xs in _tiles(w, self.tile, self.halo)]
-        for start in range(0, len(jobs), self.batch_size):
-            chunk = jobs[start:start + self.batch_size]
-            shapes = {(ys[1] - ys[0], xs[1] - xs[0]) for _, ys, xs in chunk}
-            groups = [[job for job in chunk if (job[1][1] - job[1][0], job[2][1] - job[2][0]) == s] for s in shapes]
-            for group in groups:
-                pred = self._run(np.stack([inputs[i, :, ys[0]:ys[1], xs[0]:xs[1]] for i, ys, xs in group]))
-                for p, (i, ys, xs) in zip(pred, group):
-                    out[i, ys[2]:ys[3], xs[2]:xs[3]] = p[ys[2] - ys[0]:ys[3] - ys[0], xs[2] - xs[0]:xs[3] - xs[0]]
+        shapes = [(ys[1] - ys[0], xs[1] - xs[0]) for _, ys, xs in jobs]
+        for indices in _passes(shapes, self.batch_size, self.max_batch_pixels):
+            group = [jobs[j] for j in indices]
+            pred = self._run(np.stack([inputs[i, :, ys[0]:ys[1], xs[0]:xs[1]] for i, ys, xs in group]))
+            for p, (i, ys, xs) in zip(pred, group):
+                out[i, ys[2]:ys[3], xs[2]:xs[3]] = p[ys[2] - ys[0]:ys[3] - ys[0], xs[2] - xs[0]:xs[3] - xs[0]]
         for i, (lo, scale) in enumerate(ranges):
             out[i] = out[i] * scale + lo
         return out
