@@ -37,7 +37,8 @@ seed 0, float32, whose slices also feed the network and predictor parts):
 
 Timings are wall-clock medians; other processes on the machine slow everything alike (the load average
 at the start and end is printed). Writes ``STEM.md`` and ``STEM.csv`` (``--stem``, default
-``speed_reference``) into ``-o`` (default ``benchmarks/results``). The default run takes about 10 minutes on this project's 2-core CPU.
+``speed_reference``) into ``-o`` (default ``benchmarks/results``). The default run (2 threads, no ``--compile``)
+takes about 9 minutes on this project's idle 2-core CPU, 17 with ``--threads 1``.
 """
 
 from __future__ import annotations
@@ -266,8 +267,9 @@ def network_part(stack: Any, sizes: Sequence[int], batches: Sequence[int], repea
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
-            net(network_inputs(stack, 256, 1))
-        gflop_256 = counter.get_total_flops() / 1e9
+            x = network_inputs(stack, min(256, stack.shape[-1]), 1)
+            net(x)
+        gflop_256 = counter.get_total_flops() / 1e9 * (256 / x.shape[-1]) ** 2
         forwards = runtimes(net, network_inputs(stack, 256, 1), with_compile=args.compile,
                             with_onnx=not args.no_onnx, workdir=workdir, threads=args.threads)
         reference_pps: dict[int, float] = {}
@@ -462,7 +464,7 @@ def cli_part(stack_path: Path, workdir: Path, threads: int) -> list[dict[str, An
             first = new if first is None else first
             n_new = n_in - 1
             phases = {k: round(v, 2) for k, v in result["seconds"].items()}
-            rows.append({"part": "cli", "model": model, "runtime": tiling, "size": 1024, "batch": None,
+            rows.append({"part": "cli", "model": model, "runtime": tiling, "size": new.shape[-1], "batch": None,
                          "pairs_per_s": n_new / wall, "s_per_pair": wall / n_new,
                          "max_dev": deviation(new, first), "peak_rss_mb": round(result["peak_rss_mb"]),
                          "phases": phases,
@@ -487,11 +489,13 @@ def markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
     lines = [*header, ""]
     net = [r for r in rows if r["part"] == "network"]
     if net:
-        lines += ["## Network forward: paper student (16.33 GFLOP per 256 x 256 pair)", "",
+        per_256 = net[0]["gflop_per_pair"] * (256 / net[0]["size"]) ** 2
+        lines += [f"## Network forward: paper student ({per_256:.2f} GFLOP per 256 x 256 pair, FlopCounterMode)", "",
                   "`vs ref`: pairs/s over the reference manner's (float32 eager, batch 1) at the same size. "
                   "`max dev`: max |output - float32 eager output| / output range. `peak RSS`: the process's "
                   "peak during the row's first two calls (counter reset before).", "",
-                  "| size | batch | runtime | pairs/s | best pairs/s | vs ref | GFLOP/s | of fp32 peak | of bf16 peak | "
+                  "| size | batch | runtime | pairs/s | best pairs/s | vs ref | GFLOP/s | of fp32 peak | "
+                  "of bf16 peak | "
                   "max dev | peak RSS (MB) | prepare (s) | note |",
                   "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         lines += [f"| {r['size']} | {r['batch']} | {r['runtime']} | {_fmt(r['pairs_per_s'])} | "
@@ -502,7 +506,8 @@ def markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
         lines.append("")
     pred = [r for r in rows if r["part"] == "predictor"]
     if pred:
-        lines += [f"## Predictor: `ModelInterpolator.predict_windows`, four {pred[0]['size']} x {pred[0]['size']} gaps", "",
+        side = pred[0]["size"]
+        lines += [f"## Predictor: `ModelInterpolator.predict_windows`, four {side} x {side} gaps", "",
                   "`vs ref`: pairs/s over the reference manner's network forward at 1024 x 1024 (paper student "
                   "only). "
                   "`max dev`: vs the settings before issue 19 (today's float32 results), over the output range.", "",
@@ -515,13 +520,17 @@ def markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
     cli = [r for r in rows if r["part"] == "cli"]
     if cli:
         names = list(dict.fromkeys(k for r in cli for k in r["phases"]))
-        lines += ["## End to end: `zaugnet predict --method model`, 9 x 1024 x 1024 float32 stack -> 17 slices", "",
+        side = cli[0]["size"]
+        lines += [f"## End to end: `zaugnet predict --method model`, 9 x {side} x {side} float32 stack -> 17 slices",
+                  "",
                   "Seconds per phase (exclusive; `network` is the forward passes with their tensor copies, "
                   "`normalise, tile, copy` the rest of `predict_windows`). s per new slice: the whole process "
                   "(imports included) over the 8 new slices; `vs ref`: the reference manner's network forward "
-                  "alone over it (no imports, I/O or normalisation in the reference figure). max dev: new slices vs the same model's run with the "
+                  "alone over it (no imports, I/O or normalisation in the reference figure). max dev: new slices "
+                  "vs the same model's run with the "
                   "defaults, over their range.", "",
-                  "| model | options | s per new slice | vs ref | " + " | ".join(names) + " | max dev | peak RSS (MB) |",
+                  "| model | options | s per new slice | vs ref | " + " | ".join(names)
+                  + " | max dev | peak RSS (MB) |",
                   "|---|---|---:|---:|" + "---:|" * len(names) + "---:|---:|"]
         lines += [f"| {r['model']} | {r['runtime']} | {_fmt(r['s_per_pair'])} | {_fmt(r.get('vs_reference'))} | "
                   + " | ".join(_fmt(r["phases"].get(k, 0.0)) for k in names)
@@ -541,7 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timed repeats per row (median)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--compile", action="store_true", help="also torch.compile, at the first size and batch (minutes of compiling)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also torch.compile, at the first size and batch (minutes of compiling)")
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end part")
     parser.add_argument("--stem", default="speed_reference", help="output file names: STEM.md, STEM.csv")
@@ -583,7 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                    if line.startswith("model name"))
     header = ["# Speed against the reference implementation (issue 19)", "",
-              f"Hardware: {cpu}, {os.cpu_count()} cores, {args.threads} torch threads; torch {torch.__version__}; "
+              f"Hardware: {cpu}, {os.cpu_count()} cores, {args.threads} torch thread{'s' * (args.threads != 1)}; "
+              f"torch {torch.__version__}; "
               f"load average (1 min) {load0} at the start, {load_average()} at the end; "
               f"{time.perf_counter() - started:.0f} s in all.", "",
               f"Convolution peak (best 3x3 conv of {', '.join(f'{c} ch at {s}^2' for c, s in PEAK_SHAPES)}): "

@@ -21,8 +21,8 @@ from ..variants import variant as get_variant
 
 
 #: Pixels a forward pass may hold before tiles stop being batched together: four 256 x 256 tiles, one 512 x 512.
-#: On this project's 2-core CPU (paper-size network) a batch of four 256 x 256 tiles ran 1.13x the pairs/s of one
-#: at a time, a batch of four 1024 x 1024 tiles 0.79x (benchmarks/results/speed_reference.md).
+#: On this project's 2-core CPU (paper-size network, 2 threads) a batch of four 256 x 256 tiles ran 1.15x the pairs/s
+#: of one at a time, a batch of four 1024 x 1024 tiles 0.55x (benchmarks/results/speed_reference.md).
 MAX_BATCH_PIXELS = 512 * 512
 
 
@@ -71,8 +71,8 @@ class ModelInterpolator:
     tile
         Side of the kept part of a tile (a multiple of 16); slices larger than ``tile + 2 * halo`` are tiled.
         The default, 1024, predicts slices up to 1280 x 1280 whole: on this project's 2-core CPU a
-        1024 x 1024 slice (paper-size network) took 1.59 s instead of 2.80 s as the four 640 x 640 tiles
-        (with halo, 1.56x its pixels, in one batch) of the earlier default 512, for about 350 MB more peak
+        1024 x 1024 slice (paper-size network) took 1.51 s instead of 2.60 s as the four 640 x 640 tiles
+        (with halo, 1.56x its pixels, in one batch) of the earlier default 512, for about 300 MB more peak
         memory, within 2.5e-5 of the output range (benchmarks/results/speed_reference.md).
     halo
         Context added around each tile on every side (pixels). 128 keeps tiled and untiled
@@ -92,9 +92,9 @@ class ModelInterpolator:
         See ``batch_size``; ``None``: batches of ``batch_size`` tiles whatever their size.
     channels_last
         Run an eager network (an ``nn.Module``, not TorchScript) on the CPU in channels-last memory format;
-        the module is converted in place. Measured here: 1.19x the pairs/s for the paper-size network,
-        0.92x for the small shipped models, within 2e-5 of the output range of the default format
-        (benchmarks/results/speed_reference.md); hence off by default.
+        the module is converted in place. Measured here (2 threads): 1.20x the pairs/s for the paper-size
+        network, 0.96x for the small shipped ZAugNet+, within 2e-5 of the output range of the default
+        format (benchmarks/results/speed_reference.md); hence off by default.
     """
 
     network: nn.Module | Callable[[torch.Tensor], torch.Tensor]
