@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import shutil
+import subprocess
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -122,3 +124,17 @@ def staircase(n: int = 17) -> np.ndarray:
     step = 3000 + 40.0 * xx
     clean = np.stack([base + (i // 4) * step for i in range(n)])
     return np.rint(clean + np.random.default_rng(0).normal(0, 5, clean.shape)).astype(np.uint16)
+
+
+def make_venv(base_python: str, env_dir: Path, requirements: Sequence[str], timeout: float) -> str | None:
+    """Build a virtual environment at ``env_dir`` from ``base_python`` with ``requirements`` pip-installed; return
+    ``None``, or the last line pip (or venv) printed on failure (the folder is then removed)."""
+    shutil.rmtree(env_dir, ignore_errors=True)
+    made = subprocess.run([base_python, "-m", "venv", str(env_dir)], capture_output=True, text=True)
+    install = made.returncode == 0 and subprocess.run(
+        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", *requirements],
+        capture_output=True, text=True, timeout=timeout)
+    if install and install.returncode == 0:
+        return None
+    shutil.rmtree(env_dir, ignore_errors=True)
+    return " ".join((install.stderr if install else made.stderr).strip().splitlines()[-1:])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import make_venv
 
 from zaugnet.phantoms import simulate_stack
 
@@ -158,15 +159,9 @@ def old_torch() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test worker may be building it
         if done.is_file():
             return python
-        shutil.rmtree(OLD_TORCH_ENV, ignore_errors=True)
-        made = subprocess.run([sys.executable, "-m", "venv", str(OLD_TORCH_ENV)], capture_output=True, text=True)
-        install = made.returncode == 0 and subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", f"torch=={OLD_TORCH}", "numpy<2"],
-            capture_output=True, text=True, timeout=1800)
-        if not install or install.returncode != 0:
-            shutil.rmtree(OLD_TORCH_ENV, ignore_errors=True)
-            reason = (install.stderr if install else made.stderr).strip().splitlines()[-1:]
+        failure = make_venv(sys.executable, OLD_TORCH_ENV, [f"torch=={OLD_TORCH}", "numpy<2"], timeout=1800)
+        if failure is not None:
             pytest.skip(f"could not install torch {OLD_TORCH} (deepImageJ's TorchScript engine is libtorch 2.0.0): "
-                        f"{' '.join(reason)}")
+                        f"{failure}")
         done.write_text(OLD_TORCH + "\n")
     return python

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from support import make_venv
 from zaugnet.export.load import SHIPPED_MODELS
 
 ORT_VERSION = "1.12.1"
@@ -69,17 +70,31 @@ def old_onnxruntime() -> Path:
     base = _python310()
     if base is None:
         pytest.skip(f"onnxruntime {ORT_VERSION} needs Python 3.10, and none was found (python3.10 or pyenv)")
-    if ENV_DIR.exists():
-        shutil.rmtree(ENV_DIR)
-    made = subprocess.run([base, "-m", "venv", str(ENV_DIR)], capture_output=True, text=True)
-    install = made.returncode == 0 and subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", f"onnxruntime=={ORT_VERSION}", "numpy<2"],
-        capture_output=True, text=True, timeout=600)
-    if not install or install.returncode != 0:
-        shutil.rmtree(ENV_DIR, ignore_errors=True)
-        reason = (install.stderr if install else made.stderr).strip().splitlines()[-1:]
-        pytest.skip(f"could not install onnxruntime {ORT_VERSION} for Python 3.10: {' '.join(reason)}")
+    failure = make_venv(base, ENV_DIR, [f"onnxruntime=={ORT_VERSION}", "numpy<2"], timeout=600)
+    if failure is not None:
+        pytest.skip(f"could not install onnxruntime {ORT_VERSION} for Python 3.10: {failure}")
     return python
+
+
+def _run_shipped_weights(name: str, weight_format: str, python: Path, script: str, tmp_path: Path) -> str:
+    """Run package ``name``'s test input through its ``weight_format`` weights with ``script`` in ``python``, assert
+    the package's test output within its reproducibility tolerance, and return the script's last output line (the
+    runtime's version)."""
+    package = SHIPPED_MODELS / name
+    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
+    weights = package / rdf["weights"][weight_format]["source"]
+    test_input = package / rdf["inputs"][0]["test_tensor"]["source"]
+    expected = np.load(package / rdf["outputs"][0]["test_tensor"]["source"])
+    tolerance = rdf["config"]["bioimageio"]["reproducibility_tolerance"][0]["absolute_tolerance"]
+    out = tmp_path / "out.npy"
+    run = subprocess.run([str(python), "-c", script, str(weights), str(test_input), str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = np.load(out)
+    assert got.shape == expected.shape
+    error = float(np.max(np.abs(got - expected)))
+    assert error <= tolerance, (name, error, tolerance)
+    return run.stdout.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("name", ["zaugnet", "zaugnet_plus", "zaugnet_c"])
@@ -87,39 +102,11 @@ def test_shipped_onnx_weights_run_in_deepimagej_s_onnxruntime(name: str, old_onn
                                                               tmp_path: Path) -> None:
     """The package's test input through its ONNX weights in onnxruntime 1.12.1 gives its test output
     within the package's own reproducibility tolerance."""
-    package = SHIPPED_MODELS / name
-    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
-    onnx = package / rdf["weights"]["onnx"]["source"]
-    test_input = package / rdf["inputs"][0]["test_tensor"]["source"]
-    expected = np.load(package / rdf["outputs"][0]["test_tensor"]["source"])
-    tolerance = rdf["config"]["bioimageio"]["reproducibility_tolerance"][0]["absolute_tolerance"]
-    out = tmp_path / "out.npy"
-    run = subprocess.run([str(old_onnxruntime), "-c", RUN, str(onnx), str(test_input), str(out)],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.strip() == ORT_VERSION
-    got = np.load(out)
-    assert got.shape == expected.shape
-    error = float(np.max(np.abs(got - expected)))
-    assert error <= tolerance, (name, error, tolerance)
+    assert _run_shipped_weights(name, "onnx", old_onnxruntime, RUN, tmp_path) == ORT_VERSION
 
 
 @pytest.mark.parametrize("name", ["zaugnet", "zaugnet_plus", "zaugnet_c"])
 def test_shipped_torchscript_weights_run_in_deepimagej_s_torch(name: str, old_torch: Path, tmp_path: Path) -> None:
     """The package's test input through its TorchScript weights in torch 2.0.1 gives its test output within the
     package's reproducibility tolerance (deepImageJ tries TorchScript after ONNX and the state dict)."""
-    package = SHIPPED_MODELS / name
-    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
-    scripted = package / rdf["weights"]["torchscript"]["source"]
-    test_input = package / rdf["inputs"][0]["test_tensor"]["source"]
-    expected = np.load(package / rdf["outputs"][0]["test_tensor"]["source"])
-    tolerance = rdf["config"]["bioimageio"]["reproducibility_tolerance"][0]["absolute_tolerance"]
-    out = tmp_path / "out.npy"
-    run = subprocess.run([str(old_torch), "-c", RUN_TORCHSCRIPT, str(scripted), str(test_input), str(out)],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.strip().splitlines()[-1].startswith("2.0."), run.stdout
-    got = np.load(out)
-    assert got.shape == expected.shape
-    error = float(np.max(np.abs(got - expected)))
-    assert error <= tolerance, (name, error, tolerance)
+    assert _run_shipped_weights(name, "torchscript", old_torch, RUN_TORCHSCRIPT, tmp_path).startswith("2.0.")
