@@ -23,7 +23,8 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,16 @@ from zaugnet.phantoms import simulate_stack
 from zaugnet.variants import variant as get_variant
 
 from .architecture import CALLABLE, FILE_NAME, architecture_kwargs, architecture_source
-from .onnx import OPSET, check_onnx, onnx_versions
+from .onnx import (
+    OPSET,
+    ErrorMeasure,
+    check_onnx,
+    max_relative_error,
+    network_outputs,
+    onnx_versions,
+)
 from .onnx import export_onnx as _export_onnx
-from .parity import TOLERANCE, intensity_span, relative_error
+from .parity import TOLERANCE, intensity_span
 from .safezip import extract_zip
 from .torchscript import load_torchscript, save_torchscript, torchscript_format_version
 from .wrapper import NormalizedStudent
@@ -98,7 +106,7 @@ RDF_FILE = "rdf.yaml"
 class ExportChecks:
     """What the export measured before packaging (also written to the rdf's ``config.zaugnet``)."""
 
-    shapes: list[tuple[int, int, int]]
+    shapes: list[tuple[int, ...]]
     torchscript_error: list[float]
     onnx_error: list[float]
     torchscript_version: int
@@ -192,21 +200,29 @@ def _predict(network: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
         return network(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
 
 
-def _check_runtimes(network: NormalizedStudent, ts_path: Path, onnx_path: Path,
-                    inputs: list[np.ndarray]) -> ExportChecks:
-    """Compare TorchScript and ONNX Runtime with the eager network; refuse beyond :data:`TOLERANCE`."""
+def check_runtimes(network: torch.nn.Module, ts_path: Path, onnx_path: Path, inputs: list[np.ndarray],
+                   error: ErrorMeasure = max_relative_error, what: str = "of the intensity range") -> ExportChecks:
+    """Compare TorchScript and ONNX Runtime with the eager ``network`` (every output) on each input batch;
+    refuse beyond :data:`TOLERANCE` of ``error`` (default ZAugNet's, relative to each input's intensity range;
+    ``what`` names its unit in messages)."""
     scripted = load_torchscript(ts_path)
     ts_errors = []
     for batch in inputs:
-        err = relative_error(_predict(scripted, batch), _predict(network, batch), batch)
+        err = error(network_outputs(scripted, batch), network_outputs(network, batch), batch)
         if not err <= TOLERANCE:
             raise InputError(ts_path, f"TorchScript differs from the network on shape {batch.shape}: "
-                                      f"{err:.3g} of the intensity range > {TOLERANCE:g}")
+                                      f"{err:.3g} {what} > {TOLERANCE:g}")
         ts_errors.append(err)
-    onnx_errors = check_onnx(onnx_path, network, inputs, TOLERANCE)
+    onnx_errors = check_onnx(onnx_path, network, inputs, TOLERANCE, error)
     ir, opset = onnx_versions(onnx_path)
     return ExportChecks([tuple(int(s) for s in (b.shape[0], *b.shape[2:])) for b in inputs], ts_errors, onnx_errors,
                         torchscript_format_version(ts_path), ir, opset)
+
+
+def _check_runtimes(network: NormalizedStudent, ts_path: Path, onnx_path: Path,
+                    inputs: list[np.ndarray]) -> ExportChecks:
+    """ZAugNet's checks: :func:`check_runtimes` relative to each input's intensity range."""
+    return check_runtimes(network, ts_path, onnx_path, inputs)
 
 
 # ------------------------------------------------------------------------------------ files
@@ -223,20 +239,26 @@ def _write_cover(path: Path, window: np.ndarray, prediction: np.ndarray) -> None
     Written from the test tensors only (``window`` = the input's image channels, ``prediction`` = the test
     output), so a package's cover can be rebuilt from its ``test_input.npy`` and ``test_output.npy``.
     """
-    from PIL import Image  # Pillow: a dependency of matplotlib
-
     k = len(window) // 2 - 1  # slice_0
     lo, hi = float(window.min()), float(window.max())
+    first, second, out = (grey(a, lo, hi) for a in (window[k], window[k + 1], prediction))
+    save_pair_cover(path, np.stack([first, second, first], axis=-1), np.repeat(out[..., None], 3, axis=-1))
 
-    def grey(image: np.ndarray) -> np.ndarray:
-        return np.clip((np.asarray(image, dtype=np.float64) - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
 
-    first, second, out = grey(window[k]), grey(window[k + 1]), grey(prediction)
-    side = min(out.shape)
-    y0, x0 = (out.shape[0] - side) // 2, (out.shape[1] - side) // 2
+def grey(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``image`` mapped from ``[lo, hi]`` to ``[0, 1]`` (clipped; a flat range maps by 1)."""
+    return np.clip((np.asarray(image, dtype=np.float64) - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+
+
+def save_pair_cover(path: Path, left: np.ndarray, right: np.ndarray) -> None:
+    """A cover PNG: two ``(Y, X, 3)`` RGB images in [0, 1] side by side (2:1), each centre-cropped to a square and
+    enlarged by an integer factor to at least :data:`COVER_MIN_SIZE` pixels."""
+    from PIL import Image  # Pillow: a dependency of matplotlib
+
+    side = min(right.shape[:2])
+    y0, x0 = (right.shape[0] - side) // 2, (right.shape[1] - side) // 2
     crop = (slice(y0, y0 + side), slice(x0, x0 + side))
-    pair = np.stack([first[crop], second[crop], first[crop]], axis=-1)
-    rgb = np.concatenate([pair, np.repeat(out[crop][..., None], 3, axis=-1)], axis=1)
+    rgb = np.concatenate([left[crop], right[crop]], axis=1)
     factor = -(-COVER_MIN_SIZE // side)
     rgb = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
     Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(path, format="PNG")
@@ -500,28 +522,53 @@ def _build_description(stage: Path, *, name: str, description: str, authors: Seq
         **extra_config,
     }
     return v0_5.ModelDescr(
-        name=name,
-        id=v0_5.ModelId(model_id),
-        description=description,
-        authors=[v0_5.Author(**a) for a in authors],
-        maintainers=[v0_5.Maintainer(github_user=m) for m in maintainers],
-        cite=[v0_5.CiteEntry(**PAPER), v0_5.CiteEntry(**PAPER_DATA)],
-        links=list(LINKS),
-        license=license_id,
-        tags=list(tags),
-        version=version,
-        documentation=file(FILES["documentation"]),
-        covers=[file(FILES["cover"])],
-        attachments=[file(a) for a in attachments],
+        **common_fields(stage, name=name, description=description, authors=authors, version=version,
+                        license_id=license_id, tags=tags, attachments=attachments, model_id=model_id,
+                        maintainers=maintainers, cite=(PAPER, PAPER_DATA)),
         inputs=inputs,
         outputs=outputs,
         weights=weights,
-        config=v0_5.Config(
-            bioimageio=v0_5.BioimageioConfig(reproducibility_tolerance=[v0_5.ReproducibilityTolerance(
-                absolute_tolerance=tolerance_abs, relative_tolerance=0.0, mismatched_elements_per_million=0)]),
-            zaugnet=zaugnet_config,
-            deepimagej={"pyramidal_model": False, "allow_tiling": True},
-        ),
+        config=package_config(tolerance_abs, zaugnet_config),
+    )
+
+
+def common_fields(stage: Path, *, name: str, description: str, authors: Sequence[dict[str, Any]], version: str,
+                  license_id: str, tags: Sequence[str], attachments: Sequence[str], model_id: str,
+                  maintainers: Sequence[str], cite: Sequence[dict[str, str]]) -> dict[str, Any]:
+    """The ``ModelDescr`` fields every zaugnet package fills alike (name, id, people, citations, links, license,
+    tags, version, documentation and cover (:data:`FILES`' names), attachments), from files staged in ``stage``."""
+    from bioimageio.spec.model import v0_5
+
+    def file(name_: str) -> v0_5.FileDescr:
+        return v0_5.FileDescr(source=stage / name_)
+
+    return {
+        "name": name,
+        "id": v0_5.ModelId(model_id),
+        "description": description,
+        "authors": [v0_5.Author(**a) for a in authors],
+        "maintainers": [v0_5.Maintainer(github_user=m) for m in maintainers],
+        "cite": [v0_5.CiteEntry(**c) for c in cite],
+        "links": list(LINKS),
+        "license": license_id,
+        "tags": list(tags),
+        "version": version,
+        "documentation": file(FILES["documentation"]),
+        "covers": [file(FILES["cover"])],
+        "attachments": [file(a) for a in attachments],
+    }
+
+
+def package_config(tolerance_abs: float, zaugnet_config: dict[str, Any]):  # noqa: ANN201 - v0_5.Config
+    """The rdf's ``config``: bioimageio.core's reproducibility tolerance (absolute, in the outputs' units),
+    ``zaugnet`` (what zaugnet's loader and the Fiji macros read) and ``deepimagej`` (tiling allowed)."""
+    from bioimageio.spec.model import v0_5
+
+    return v0_5.Config(
+        bioimageio=v0_5.BioimageioConfig(reproducibility_tolerance=[v0_5.ReproducibilityTolerance(
+            absolute_tolerance=tolerance_abs, relative_tolerance=0.0, mismatched_elements_per_million=0)]),
+        zaugnet=zaugnet_config,
+        deepimagej={"pyramidal_model": False, "allow_tiling": True},
     )
 
 
@@ -705,12 +752,7 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
         For a bad checkpoint, sample or output, a runtime disagreement, or a failed bioimageio test;
         nothing is written then.
     """
-    output = Path(output)
-    if output.suffix.lower() != ".zip" and output.name.lower().endswith(NOT_A_PACKAGE):
-        raise InputError(output, "a package is written as a .zip file or a folder; this name ends like another "
-                                 "kind of file")
-    if output.exists() and not overwrite:
-        raise InputError(output, "exists; pass overwrite=True (--overwrite) to replace it")
+    output = check_package_output(output, overwrite)
     figure_paths = [Path(f) for f in figures]
     for f in figure_paths:
         _check_figure(f)
@@ -733,10 +775,65 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
                     float(np.abs(test_output[0, 0] - truth).mean() / intensity_span(test_input)[0]))
     default_name, default_description, variant_text = get_variant(config.net.variant).texts(names)
     default_tags = DEFAULT_TAGS + get_variant(config.net.variant).tags
-    author_list = [{"name": a} if isinstance(a, str) else dict(a) for a in (authors or ["ZAugNet team"])]
+    author_list = author_dicts(authors)
+
+    with staging(output) as tmp:
+        stage = tmp / "files"
+        torch.save(network.state_dict(), stage / FILES["state_dict"])
+        (stage / FILE_NAME).write_text(architecture_source())
+        save_torchscript(network, stage / FILES["torchscript"])
+        _export_onnx(network, stage / FILES["onnx"], torch.from_numpy(test_input), opset=OPSET)
+        checks = _check_runtimes(network, stage / FILES["torchscript"], stage / FILES["onnx"],
+                                 _check_inputs(window, with_dpm))
+        np.save(stage / FILES["test_input"], test_input)
+        np.save(stage / FILES["test_output"], test_output)
+        _write_tif(stage / FILES["sample_input"], test_input[0], "CYX")
+        _write_tif(stage / FILES["sample_output"], test_output[0, 0], "YX")
+        _write_cover(stage / FILES["cover"], window, test_output[0, 0])
+        attached = attach_figures(figure_paths, stage)
+        rdf_name = name or default_name
+        rdf_id = model_id_from_name(rdf_name) if model_id is None else model_id
+        (stage / FILES["documentation"]).write_text(_documentation(
+            name=rdf_name, config=config, variant_text=variant_text, channel_names=names, checks=checks,
+            history=list(state.get("history") or []), data_files=[str(d) for d in state.get("data") or []],
+            sample_source=sample_source, sample_error=sample_error, extra=documentation, figures=attached,
+            tested=test, model_id=rdf_id, z=z))
+        tolerance_abs = float(TOLERANCE * intensity_span(test_input)[0])
+        extra_config = {"checkpoint": {"step": int(state.get("step", 0)), "file": Path(checkpoint).name}}
+        descr = describe(lambda: _build_description(
+            stage, name=rdf_name, description=description or default_description, authors=author_list,
+            version=version, license_id=license, tags=tags or default_tags, config=config,
+            channel_names=names, checks=checks, tolerance_abs=tolerance_abs, attachments=attached,
+            extra_config=extra_config, model_id=rdf_id, maintainers=maintainers), output, maintainers)
+        package_and_place(descr, tmp, output, test=test, maintainers=maintainers, overwrite=overwrite)
+    return output
+
+
+# ------------------------------------------------------------------------------------ shared by both families
+def check_package_output(output: str | Path, overwrite: bool) -> Path:
+    """``output`` as a Path once it names a .zip or a folder (not another kind of file) that may be written."""
+    output = Path(output)
+    if output.suffix.lower() != ".zip" and output.name.lower().endswith(NOT_A_PACKAGE):
+        raise InputError(output, "a package is written as a .zip file or a folder; this name ends like another "
+                                 "kind of file")
+    if output.exists() and not overwrite:
+        raise InputError(output, "exists; pass overwrite=True (--overwrite) to replace it")
+    return output
+
+
+def author_dicts(authors: Sequence[str | dict[str, Any]] | None, default: str = "ZAugNet team") -> list[dict[str, Any]]:
+    """The rdf's authors as dicts (a name alone becomes ``{"name": ...}``); a ``github_user`` is refused."""
+    author_list = [{"name": a} if isinstance(a, str) else dict(a) for a in (authors or [default])]
     if any("github_user" in a for a in author_list):
         raise InputError("authors", "leave out github_user: validating it needs the GitHub API")
+    return author_list
 
+
+@contextmanager
+def staging(output: Path) -> Iterator[Path]:
+    """A temporary folder beside ``output`` holding an empty ``files/`` (the package's files are staged there),
+    removed afterwards. Folders made for ``output`` are removed again if anything fails; an OSError (a
+    read-only file system, a full disk) becomes an InputError naming ``output``."""
     created = [d for d in (output.parent, *output.parent.parents) if not d.exists()]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -744,67 +841,49 @@ def export_model(checkpoint: str | Path, output: str | Path, *, test: bool = Tru
         raise InputError(output, f"cannot be written ({err.strerror or err})") from None
     try:
         with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
-            stage = Path(tmp) / "files"
-            stage.mkdir()
-            torch.save(network.state_dict(), stage / FILES["state_dict"])
-            (stage / FILE_NAME).write_text(architecture_source())
-            save_torchscript(network, stage / FILES["torchscript"])
-            _export_onnx(network, stage / FILES["onnx"], torch.from_numpy(test_input), opset=OPSET)
-            checks = _check_runtimes(network, stage / FILES["torchscript"], stage / FILES["onnx"],
-                                     _check_inputs(window, with_dpm))
-            np.save(stage / FILES["test_input"], test_input)
-            np.save(stage / FILES["test_output"], test_output)
-            _write_tif(stage / FILES["sample_input"], test_input[0], "CYX")
-            _write_tif(stage / FILES["sample_output"], test_output[0, 0], "YX")
-            _write_cover(stage / FILES["cover"], window, test_output[0, 0])
-            attached = []
-            for f in figure_paths:
-                target = f"figure_{len(attached)}_{f.name}"
-                shutil.copyfile(f, stage / target)
-                attached.append(target)
-            rdf_name = name or default_name
-            rdf_id = model_id_from_name(rdf_name) if model_id is None else model_id
-            (stage / FILES["documentation"]).write_text(_documentation(
-                name=rdf_name, config=config, variant_text=variant_text, channel_names=names, checks=checks,
-                history=list(state.get("history") or []), data_files=[str(d) for d in state.get("data") or []],
-                sample_source=sample_source, sample_error=sample_error, extra=documentation, figures=attached,
-                tested=test, model_id=rdf_id, z=z))
-            tolerance_abs = float(TOLERANCE * intensity_span(test_input)[0])
-            extra_config = {"checkpoint": {"step": int(state.get("step", 0)), "file": Path(checkpoint).name}}
-            try:
-                descr = _build_description(
-                    stage, name=rdf_name, description=description or default_description, authors=author_list,
-                    version=version, license_id=license, tags=tags or default_tags, config=config,
-                    channel_names=names, checks=checks, tolerance_abs=tolerance_abs, attachments=attached,
-                    extra_config=extra_config, model_id=rdf_id, maintainers=maintainers)
-            except ValueError as err:  # pydantic's ValidationError: a field the user gave is not valid
-                raise InputError(output, f"not a valid BioImage.IO description: {err}") from None
-            except Exception as err:  # noqa: BLE001 - e.g. httpx.ConnectError: a maintainer's GitHub name unverifiable
-                if not maintainers:
-                    raise
-                raise InputError("maintainers", f"cannot verify the GitHub user names {list(maintainers)} "
-                                                f"({err.__class__.__name__}: {err}); this needs the network") from None
-            from bioimageio.spec import save_bioimageio_package
-
-            package_zip = Path(tmp) / "package.zip"
-            save_bioimageio_package(descr, output_path=package_zip)
-            _write_jdll_rdf(package_zip)  # what is tested below is what is written
-            if test:
-                outcome = run_bioimageio_test(package_zip, accept=() if maintainers else (NO_MAINTAINER_WARNING,))
-                if not outcome.passed:
-                    raise InputError(output, "bioimageio.core test did not pass cleanly, nothing written:\n  "
-                                     + "\n  ".join(outcome.problems))
-            try:
-                _place(package_zip, output, overwrite)
-            except OSError as err:
-                raise InputError(output, f"cannot be written ({err.strerror or err})") from None
+            (Path(tmp) / "files").mkdir()
+            yield Path(tmp)
     except OSError as err:  # the staging folder beside the output: e.g. a read-only file system, a full disk
         _remove_empty(created)
         raise InputError(output, f"cannot be written ({err.strerror or err})") from None
     except BaseException:
         _remove_empty(created)
         raise
-    return output
+
+
+def describe(build: Callable[[], Any], output: Path, maintainers: Sequence[str]) -> Any:
+    """``build()`` (a ``ModelDescr``); a field that is not valid, or a maintainer's GitHub name that cannot be
+    verified (no network), becomes an InputError."""
+    try:
+        return build()
+    except ValueError as err:  # pydantic's ValidationError: a field the user gave is not valid
+        raise InputError(output, f"not a valid BioImage.IO description: {err}") from None
+    except Exception as err:  # noqa: BLE001 - e.g. httpx.ConnectError: a maintainer's GitHub name unverifiable
+        if not maintainers:
+            raise
+        raise InputError("maintainers", f"cannot verify the GitHub user names {list(maintainers)} "
+                                        f"({err.__class__.__name__}: {err}); this needs the network") from None
+
+
+def package_and_place(descr: Any, tmp: Path, output: Path, *, test: bool, maintainers: Sequence[str],
+                      overwrite: bool) -> None:
+    """Package ``descr`` with bioimageio.spec into ``tmp``, rewrite its rdf in deepImageJ's form
+    (:func:`jdll_compatible_rdf`), run bioimageio.core's test on that zip (``test``; any failed check or warning
+    but :data:`NO_MAINTAINER_WARNING` without maintainers refuses) and move it to ``output`` (:func:`_place`)."""
+    from bioimageio.spec import save_bioimageio_package
+
+    package_zip = tmp / "package.zip"
+    save_bioimageio_package(descr, output_path=package_zip)
+    _write_jdll_rdf(package_zip)  # what is tested below is what is written
+    if test:
+        outcome = run_bioimageio_test(package_zip, accept=() if maintainers else (NO_MAINTAINER_WARNING,))
+        if not outcome.passed:
+            raise InputError(output, "bioimageio.core test did not pass cleanly, nothing written:\n  "
+                             + "\n  ".join(outcome.problems))
+    try:
+        _place(package_zip, output, overwrite)
+    except OSError as err:
+        raise InputError(output, f"cannot be written ({err.strerror or err})") from None
 
 
 def _remove_empty(folders: Sequence[Path]) -> None:
@@ -814,6 +893,16 @@ def _remove_empty(folders: Sequence[Path]) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+def attach_figures(figures: Sequence[Path], stage: Path) -> list[str]:
+    """Copy the (checked) figures into ``stage`` as ``figure_<i>_<name>``; their file names."""
+    attached = []
+    for f in figures:
+        target = f"figure_{len(attached)}_{f.name}"
+        shutil.copyfile(f, stage / target)
+        attached.append(target)
+    return attached
 
 
 def _check_figure(path: Path) -> None:

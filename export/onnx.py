@@ -9,7 +9,7 @@ and ONNX IR version at most 8.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,25 +28,28 @@ MAX_IR_VERSION = 8
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
-def export_onnx(network: nn.Module, path: str | Path, example: torch.Tensor, *, opset: int = OPSET) -> Path:
-    """Write ``network`` (traced on ``example``) as ONNX with dynamic batch, y and x.
+def export_onnx(network: nn.Module, path: str | Path, example: torch.Tensor, *, opset: int = OPSET,
+                input_names: Sequence[str] = (INPUT_NAME,), output_names: Sequence[str] = (OUTPUT_NAME,)) -> Path:
+    """Write ``network`` (traced on ``example``) as ONNX with every axis but the channel axis dynamic.
 
-    The IR version is lowered to :data:`MAX_IR_VERSION` when the exporter wrote a newer one (the
-    operators of opset <= 18 are all defined in IR 8).
+    ``(batch, channel, y, x)`` (ZAugNet) or ``(batch, channel, z, y, x)`` (ZS-DeconvNet) tensors; one input
+    and one or more outputs (``output_names``), all with the input's axes. The IR version is lowered to
+    :data:`MAX_IR_VERSION` when the exporter wrote a newer one (the operators of opset <= 18 are all defined
+    in IR 8).
     """
     import onnx
 
     if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         raise ValueError(f"opset must be in {OPSET_RANGE}, got {opset}")
     path = Path(path)
-    axes = {0: "batch", 2: "y", 3: "x"}
+    axes = dict(zip([0, *range(2, example.ndim)], ["batch", *"zyx"[5 - example.ndim:]]))
     with warnings.catch_warnings():
         # the exporter's notes that the legacy path is deprecated: it is chosen on purpose (IR <= 8)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message="The feature will be removed.*")
         torch.onnx.export(network.eval(), (example,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, do_constant_folding=True)
+                          input_names=list(input_names), output_names=list(output_names),
+                          dynamic_axes={n: axes for n in (*input_names, *output_names)}, do_constant_folding=True)
     model = onnx.load(str(path))
     if model.ir_version > MAX_IR_VERSION:
         model.ir_version = MAX_IR_VERSION
@@ -75,15 +78,40 @@ def onnx_session(path: str | Path):  # noqa: ANN201 - onnxruntime.InferenceSessi
 
 
 def run_onnx(session, batch: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    """Run an onnxruntime session on one float32 ``(B, C, Y, X)`` batch."""
+    """Run an onnxruntime session on one float32 ``(B, C, Y, X)`` batch (its first output)."""
+    return run_onnx_all(session, batch)[0]
+
+
+def run_onnx_all(session, batch: np.ndarray) -> list[np.ndarray]:  # noqa: ANN001
+    """Every output of an onnxruntime session on one float32 batch, in the model's order."""
     name = session.get_inputs()[0].name
-    return session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+    return list(session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)}))
 
 
-def check_onnx(path: str | Path, reference: nn.Module, inputs: Sequence[np.ndarray], tolerance: float) -> list[float]:
-    """Run the ONNX file in onnxruntime on each input and compare with ``reference``.
+def network_outputs(network: nn.Module, batch: np.ndarray) -> list[np.ndarray]:
+    """``network`` (eager or TorchScript) on one float32 batch, without gradients: its output(s) as a list."""
+    with torch.no_grad():
+        out = network(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+    return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
 
-    Returns the max abs error of each input relative to its intensity range (see :mod:`.parity`).
+
+#: ``error(got, want, batch)``: how far a runtime's outputs (one array per output) are from the network's.
+ErrorMeasure = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], np.ndarray], float]
+
+
+def max_relative_error(got: Sequence[np.ndarray], want: Sequence[np.ndarray], batch: np.ndarray) -> float:
+    """ZAugNet's measure (:func:`.parity.relative_error`) over every output; ``inf`` if a shape differs."""
+    if len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want)):
+        return float("inf")
+    return max(relative_error(g, w, batch) for g, w in zip(got, want))
+
+
+def check_onnx(path: str | Path, reference: nn.Module, inputs: Sequence[np.ndarray], tolerance: float,
+               error: ErrorMeasure = max_relative_error) -> list[float]:
+    """Run the ONNX file in onnxruntime on each input and compare with ``reference`` (every output).
+
+    Returns the error of each input by ``error`` (default: max abs error relative to the input's intensity
+    range, see :mod:`.parity`).
 
     Raises
     ------
@@ -97,12 +125,10 @@ def check_onnx(path: str | Path, reference: nn.Module, inputs: Sequence[np.ndarr
     errors = []
     for batch in inputs:
         try:
-            got = run_onnx(session, batch)
+            got = run_onnx_all(session, batch)
         except Exception as err:  # noqa: BLE001 - report which size failed
             raise InputError(path, f"onnxruntime failed on an input of shape {batch.shape}: {err}") from None
-        with torch.no_grad():
-            want = reference(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
-        err = relative_error(got, want, batch) if got.shape == want.shape else float("inf")
+        err = error(got, network_outputs(reference, batch), batch)
         if not err <= tolerance:
             raise InputError(path, f"onnxruntime output differs from the network on shape {batch.shape}: "
                                    f"max error {err:.3g} of the intensity range > {tolerance:g}")

@@ -1,13 +1,17 @@
-"""Write fiji_macros/zaugnet.ijm, zaugnet_plus.ijm and zaugnet_c.ijm from ONE template, zaugnet.ijm.in.
+"""Write fiji_macros/zaugnet.ijm, zaugnet_plus.ijm and zaugnet_c.ijm from ONE template, zaugnet.ijm.in, and
+zs_deconvnet.ijm from zs_deconvnet.ijm.in with the helper functions of zaugnet.ijm.in.
 
-    python fiji_macros/generate_macros.py           # (re)write the three macros
+    python fiji_macros/generate_macros.py           # (re)write the four macros
     python fiji_macros/generate_macros.py --check   # exit 1, naming them, if a committed macro differs
 
 The three macros run the same code (ZAugNet+ is ZAugNet-C with K = 2 slices; ZAugNet is K = 2 without the DPM
 channel, run in passes of midpoints); they differ only in their header comment and in three variables (the
 macro's file name, the package variant it takes, the variant's name). ImageJ macros cannot include files, so
 each macro is a complete copy; tests/interoperability/test_imagej.py checks that the committed files are what
-this script writes. Standard library only.
+this script writes. The ZS-DeconvNet macro (one deepImageJ call for a whole stack, two outputs) has its own
+main function in zs_deconvnet.ijm.in; its ``@SHARED@`` marker is replaced by the functions of zaugnet.ijm.in named
+in :data:`SHARED_FUNCTIONS` (argument checks, the deepImageJ call and its failure detection, temporary files,
+clean-up), copied with their comments, so both families run the same helpers. Standard library only.
 """
 
 from __future__ import annotations
@@ -84,8 +88,49 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 
 
+#: The ZS-DeconvNet macro and its template (not a ZAugNet variant: its own main function).
+DECONV_MACRO = "zs_deconvnet.ijm"
+DECONV_TEMPLATE = HERE / "zs_deconvnet.ijm.in"
+#: The functions of zaugnet.ijm.in copied into the ZS-DeconvNet macro at its ``@SHARED@`` marker, in this order.
+SHARED_FUNCTIONS = (
+    "zaRunDeepImageJ", "zaOpt", "zaCountExceptionWindows", "zaNewException", "zaOutputFile", "zaWaitForOutput",
+    "zaDuplicate32", "zaImageIds", "zaCloseNewImages", "zaOpenInput", "zaNoGui", "zaCheckDeepImageJ", "zaIsAbsolute",
+    "zaModelFolder", "zaCheckOutputPath", "zaCheckKeys", "zaCharAt", "zaArg", "zaJoin", "zaTrim", "zaStripExtension",
+    "zaMakeTempDir", "zaEmptyFolder", "zaTrack", "zaWithout", "zaClose", "zaCleanup", "zaFail",
+)
+
+
+def functions(template: str, names: tuple[str, ...]) -> str:
+    """The macro functions ``names`` of ``template``, each with the comment lines right above it, in that order."""
+    lines = template.splitlines()
+    blocks = []
+    for name in names:
+        starts = [k for k, line in enumerate(lines) if line.startswith(f"function {name}(")]
+        if len(starts) != 1:
+            raise ValueError(f"{TEMPLATE.name}: {len(starts)} definitions of function {name}")
+        first = starts[0]
+        while first > 0 and lines[first - 1].startswith("//"):
+            first -= 1
+        last = next(k for k in range(starts[0], len(lines)) if lines[k] == "}")
+        blocks.append("\n".join(lines[first:last + 1]))
+    return "\n\n".join(blocks)
+
+
+def render_deconv(template: str | None = None, shared: str | None = None) -> str:
+    """The text of the ZS-DeconvNet macro (:data:`DECONV_MACRO`)."""
+    text = DECONV_TEMPLATE.read_text(encoding="utf-8") if template is None else template
+    source = TEMPLATE.read_text(encoding="utf-8") if shared is None else shared
+    text = text.replace("@SHARED@", functions(source, SHARED_FUNCTIONS)).replace("@MACRO@", DECONV_MACRO)
+    left = re.findall(r"@[A-Z]+@", text)
+    if left:
+        raise ValueError(f"{DECONV_TEMPLATE.name}: no value for {', '.join(sorted(set(left)))}")
+    return text
+
+
 def render(name: str, template: str | None = None) -> str:
-    """The text of macro ``name`` (a key of :data:`VARIANTS`)."""
+    """The text of macro ``name`` (a key of :data:`VARIANTS`, or :data:`DECONV_MACRO`)."""
+    if name == DECONV_MACRO:
+        return render_deconv(shared=template)
     text = TEMPLATE.read_text(encoding="utf-8") if template is None else template
     fields = {"MACRO": name, **VARIANTS[name]}
     for key, value in fields.items():
@@ -103,7 +148,7 @@ def main(argv: list[str]) -> int:
         return 2
     template = TEMPLATE.read_text(encoding="utf-8")
     stale = []
-    for name in VARIANTS:
+    for name in (*VARIANTS, DECONV_MACRO):
         text = render(name, template)
         path = HERE / name
         if check:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -437,7 +438,9 @@ def _load_model(spec: str, **options: Any) -> Any:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
+    """``zaugnet export``: a ZAugNet or ZS-DeconvNet checkpoint (its ``kind``) -> a tested BioImage.IO package."""
     from zaugnet.export import export_model
+    from zaugnet.export.deconv import export_deconv_model, is_deconv_checkpoint
     from zaugnet.io.tiff import iter_volumes, read_stack
 
     sample = None
@@ -455,8 +458,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
         raise InputError(args.checkpoint, "checkpoint not found")
     _check_output(Path(args.output), overwrite=args.overwrite, folder=not args.output.lower().endswith(".zip"))
     _quiet_bioimageio()
-    path = export_model(args.checkpoint, args.output, sample=sample, name=args.name, documentation=documentation,
-                        figures=args.figure or (), overwrite=args.overwrite)
+    export = export_deconv_model if is_deconv_checkpoint(args.checkpoint) else export_model
+    path = export(args.checkpoint, args.output, sample=sample, name=args.name, documentation=documentation,
+                  figures=args.figure or (), overwrite=args.overwrite)
     print(f"wrote {path} (bioimageio.core test passed)")
 
 
@@ -621,13 +625,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = _subcommand(sub, "export", "package a trained model for BioImage.IO, deepImageJ and the model zoo",
                      "TorchScript, ONNX and a state dict, checked against each other and with bioimageio.core's "
-                     "test before anything is written.",
+                     "test before anything is written. A ZS-DeconvNet checkpoint (zaugnet deconv train) becomes a "
+                     "3D deconvolution package (TorchScript and ONNX; input raw, outputs denoised and deconvolved, "
+                     "its fixed intensity affine as pre- and post-processing).",
                      "  zaugnet export runs/a/final.pt -o zaugnet_model.zip --sample stack.tif\n"
-                     "  zaugnet export runs/a/final.pt -o models/zaugnet   # a folder, as deepImageJ takes it\n")
-    ex.add_argument("checkpoint", help="training checkpoint, e.g. RUN_DIR/final.pt")
+                     "  zaugnet export runs/a/final.pt -o models/zaugnet   # a folder, as deepImageJ takes it\n"
+                     "  zaugnet export runs/deconv/final.pt -o models/zs_deconvnet --sample nucleus_c1.tif\n")
+    ex.add_argument("checkpoint", help="training checkpoint, e.g. RUN_DIR/final.pt (zaugnet train or "
+                    "zaugnet deconv train)")
     ex.add_argument("-o", "--output", required=True, help="PACKAGE.zip, or a folder")
     ex.add_argument("--sample", help="a stack whose middle slices become the test/sample tensors and cover "
-                    "(default: a simulated phantom)")
+                    "(ZS-DeconvNet: its first volume, centre-cropped to 16 x 96 x 96; default: a simulated phantom)")
     ex.add_argument("--name", help="model name in the package")
     ex.add_argument("--documentation", help="a markdown file appended to the package's Validation section "
                     "(e.g. benchmarks/results/accuracy.md)")
@@ -811,28 +819,48 @@ def _zyx(option: str, values: Sequence[int] | None, low: int) -> tuple[int, int,
     return tuple(values) if values is not None else None  # type: ignore[return-value]
 
 
+def _deconv_method(args: argparse.Namespace) -> str:
+    """The --method asked for: auto by default (the self-check, with --model or a PSF), else as given."""
+    return args.method or "auto"
+
+
 def _check_deconv_predict(args: argparse.Namespace, src: Path, out: Path) -> Path | None:
     """Everything about a deconv predict request checkable without reading the stack or the model; returns the
-    denoised output's path (None for --method rl)."""
+    denoised output's path (None when no model runs)."""
     if not src.exists():
         raise InputError(src, "no such file")
     if out.resolve() == src.resolve():
         raise InputError(out, "is the input file; choose another output (inputs are never overwritten)")
     _check_output(out, overwrite=args.overwrite, suffixes=TIFF_OUTPUTS)
+    method = _deconv_method(args)
     model_only = {"--model": args.model, "--tile": args.tile, "--halo": args.halo}
-    rl_only = {"--iterations": args.iterations, "--padding": args.padding, "--psf": args.psf, "--na": args.na,
-               "--wavelength": args.wavelength, "--ni": args.ni, "--ns": args.ns, "--depth": args.depth,
-               "--psf-volume": args.psf_volume, "--psf-background": args.psf_background}
-    wrong = [k for k, v in (rl_only if args.method == "model" else model_only).items() if v is not None]
-    if wrong:
-        other = "rl" if args.method == "model" else "model"
-        raise InputError(wrong[0], f"applies to --method {other}, not --method {args.method}")
+    psf_options = {"--psf": args.psf, "--na": args.na, "--wavelength": args.wavelength, "--ni": args.ni,
+                   "--ns": args.ns, "--depth": args.depth, "--psf-volume": args.psf_volume,
+                   "--psf-background": args.psf_background}
+    if method == "model":
+        wrong = {"--iterations": args.iterations, "--padding": args.padding, **psf_options}
+        others = "rl or auto"
+    elif method == "rl":
+        wrong, others = model_only, "model or auto"
+    elif args.model:  # auto with a model: the RL candidates use the model's PSF
+        wrong = {"--iterations": args.iterations, **psf_options}
+        others = "rl (auto with --model uses the model's PSF and picks the iteration count)"
+    else:  # auto without a model: Richardson-Lucy, the self-check picking the count
+        wrong = {"--iterations": args.iterations, "--tile": args.tile, "--halo": args.halo}
+        others = "rl or model (auto picks the iteration count)"
+    given = [k for k, v in wrong.items() if v is not None]
+    if given:
+        raise InputError(given[0], f"applies to --method {others}, not --method {method}")
     _zyx("--tile", args.tile, 1)
     _zyx("--halo", args.halo, 0)
     if args.iterations is not None and not 1 <= args.iterations <= 10_000:
         raise InputError("--iterations", f"must be between 1 and 10000, got {args.iterations}")
-    if args.method == "rl":
+    if method == "rl" or (method == "auto" and not args.model):
         if not (args.psf or _deconv_optics(args)):
+            if method == "auto":
+                raise InputError("--model", "give a trained model (--model RUN_DIR/final.pt of zaugnet deconv "
+                                            "train), or a PSF for Richardson-Lucy (--psf, or --na, --wavelength, "
+                                            "--ni)")
             raise InputError("--psf", "--method rl needs a PSF file (--psf) or the optics to simulate one "
                                       "(--na, --wavelength, --ni)")
         return None
@@ -848,9 +876,79 @@ def _check_deconv_predict(args: argparse.Namespace, src: Path, out: Path) -> Pat
     return denoised
 
 
+def _deconv_psf(source: dict[str, Any], shape: Sequence[int], dz: float, dxy: float, prefix: str,
+                crop_file: bool = False) -> Any:
+    """The PSF at ``dz`` / ``dxy`` from a PSF file (``path``, ``volume``, ``background``; cropped to ``shape`` if
+    ``crop_file``) or the optics (``na``, ``wavelength``, ``ni``, ``ns``, ``depth``, ``excitation``: confocal) at
+    ``shape``; errors of the optics name ``prefix`` + the option (``--na``, ``psf.na``)."""
+    from zaugnet.deconv.psf import confocal_psf, read_bead_psf, widefield_psf
+
+    if source.get("path"):
+        return read_bead_psf(source["path"], dz, dxy, shape if crop_file else None,
+                             background=source.get("background"), volume=source.get("volume"))
+    optics = {"na": source["na"], "wavelength": source["wavelength"], "ni": source["ni"], "ns": source.get("ns"),
+              "depth": source.get("depth") or 0.0}
+    try:
+        if source.get("excitation") is not None:
+            return confocal_psf(shape, dz, dxy, excitation=source["excitation"], **optics)
+        return widefield_psf(shape, dz, dxy, **optics)
+    except InputError as err:
+        raise InputError(f"{prefix}{err.where}", err.problem) from None
+
+
+def _deconv_auto(args: argparse.Namespace, model: Any, model_method: Any, check_method: Any, volume: Any,
+                 voxel: tuple[float, float] | None, src: Path) -> tuple[Any, Any]:
+    """--method auto: the self-check (zaugnet.deconv.selfcheck; the model as ``check_method``, on odd slices) on
+    ``volume``, its one-line table printed; returns the chosen method (the model as ``model_method``, on the whole
+    stack) and, for Richardson-Lucy, its PSF at the stack's spacing (None for the model)."""
+    from zaugnet.deconv.predict import Affine, RLDeconvolver, rl_psf_shape
+    from zaugnet.deconv.selfcheck import Candidate, rl_candidates, self_check
+
+    padding = args.padding or "zeros"
+    if model is not None:
+        from zaugnet.training.deconv.checkpoint import load_deconv_checkpoint
+        from zaugnet.training.deconv.data import held_out_slices, training_psf
+
+        config = model.config
+        source: dict[str, Any] = config.psf.model_dump()
+        prefix = "psf."
+        voxel = voxel or model.voxel_size
+        if all(abs(a / b - 1) < 0.05 for a, b in zip(voxel, model.voxel_size)):
+            check_psf = load_deconv_checkpoint(args.model)[1]["psf"].numpy()  # the loss's PSF, as trained
+        else:
+            check_psf = training_psf(config.psf, config.data.patch, voxel)
+        affine, reblur = model.affine, config.psf.padding
+        held_out = held_out_slices(volume.shape[0], config.data.val_fraction)
+        candidates = [Candidate("model", check_method, aligned=True), *rl_candidates(check_psf, padding=padding)]
+    else:
+        if voxel is None:
+            raise InputError(src, "has no voxel size (z and xy in a length unit); Richardson-Lucy needs it for "
+                                  "the PSF")
+        source = {"path": args.psf, "volume": args.psf_volume, "background": args.psf_background, **_deconv_optics(args)}
+        prefix = "--"
+        half = (volume.shape[0] // 2, *volume.shape[1:])
+        check_psf = _deconv_psf(source, rl_psf_shape(half), 2 * voxel[0], voxel[1], prefix)
+        affine, reblur, held_out = Affine.from_volumes([volume], where=str(src)), "reflect", 0
+        candidates = rl_candidates(check_psf, padding=padding)
+    try:
+        check = self_check(volume, candidates, check_psf, affine, padding=reblur, held_out=held_out,
+                           model="model" if model is not None else None, trained_on=held_out == 0)
+    except ValueError as err:
+        raise InputError(src, f"too few slices for the self-check ({err}); choose --method model or rl") from None
+    print(check.table())
+    if check.choice == "model":
+        return model_method, None
+    chosen = next(c for c in candidates if c.name == check.choice)
+    # the PSF checked, at the stack's spacing: the same extent in z (twice the planes), the same in y and x
+    shape = (min(2 * check_psf.shape[0] - 1, 257), *check_psf.shape[1:])
+    psf = _deconv_psf(source, shape, voxel[0], voxel[1], prefix, crop_file=True)
+    return RLDeconvolver(psf, chosen.iterations or 20, padding=padding), psf
+
+
 def _cmd_deconv_predict(args: argparse.Namespace) -> None:
     from zaugnet.deconv.predict import (
         ModelDeconvolver,
+        ParitySplit,
         RLDeconvolver,
         deconvolve_stack,
         rl_psf_shape,
@@ -861,38 +959,43 @@ def _cmd_deconv_predict(args: argparse.Namespace) -> None:
 
     src, out = Path(args.input), Path(args.output)
     denoised_out = _check_deconv_predict(args, src, out)
+    how = _deconv_method(args)
     method: Any
-    if args.method == "model":
+    model = model_method = check_method = psf = None
+    if args.model:
         from zaugnet.training.deconv.checkpoint import load_deconv_network
 
         device = _device(args.device)
         model = load_deconv_network(args.model, device=device)
-        halo = args.halo or (model.receptive_radius,) * 3
-        method = ModelDeconvolver(model.network, model.affine, tile=_zyx("--tile", args.tile, 1), halo=halo,
-                                  device=device, max_voxels=max(1, available_memory() // 2 // model.bytes_per_voxel),
-                                  progress=not args.quiet)
+        radius, grid = model.receptive_radius, model.multiple
+        # the whole stack: odd and even slices apart (ParitySplit), each at the spacing the model trained at
+        model_method = ModelDeconvolver(ParitySplit(model.network), model.affine, tile=_zyx("--tile", args.tile, 1),
+                                        halo=args.halo or (2 * radius, radius, radius), device=device,
+                                        align=(2, grid, grid),
+                                        max_voxels=max(1, available_memory() // 2 // model.bytes_per_voxel),
+                                        progress=not args.quiet)
+        # the self-check: the odd slices alone, as in training
+        check_method = dataclasses.replace(model_method, network=model.network, halo=(radius,) * 3,
+                                           align=(1, grid, grid), progress=False)
     stack = read_stack(src, axes=args.axes, min_slices=2)
     picked = select_volumes(stack, args.channel, str(src))
     size, factor = stack.voxel_size, size_in_um(stack.voxel_size.unit)
     voxel = None
     if size.z is not None and size.x is not None and factor is not None:
         voxel = (size.z * factor, size.x * factor)
-    if args.method == "rl":
-        from zaugnet.deconv.psf import read_bead_psf, widefield_psf
-
+    if how == "rl":
         if voxel is None:
             raise InputError(src, "has no voxel size (z and xy in a length unit); --method rl needs it for the PSF")
-        if args.psf:
-            psf = read_bead_psf(args.psf, voxel[0], voxel[1], background=args.psf_background, volume=args.psf_volume)
-        else:
-            optics = {"na": args.na, "wavelength": args.wavelength, "ni": args.ni, "ns": args.ns,
-                      "depth": args.depth or 0.0}
-            try:
-                psf = widefield_psf(rl_psf_shape(picked[0][1].shape), voxel[0], voxel[1], **optics)
-            except InputError as err:
-                raise InputError(f"--{err.where}", err.problem) from None
+        source = {"path": args.psf, "volume": args.psf_volume, "background": args.psf_background,
+                  **_deconv_optics(args)}
+        psf = _deconv_psf(source, rl_psf_shape(picked[0][1].shape), voxel[0], voxel[1], "--")
         method = RLDeconvolver(psf, args.iterations or 20, padding=args.padding or "zeros")
-    elif voxel is not None and not all(abs(a / b - 1) < 0.05 for a, b in zip(voxel, model.voxel_size)):
+    elif how == "auto":  # the self-check on the first volume chooses for all of them
+        method, psf = _deconv_auto(args, model, model_method, check_method, picked[0][1], voxel, src)
+    else:
+        method = model_method
+    if model is not None and voxel is not None and \
+            not all(abs(a / b - 1) < 0.05 for a, b in zip(voxel, model.voxel_size)):
         print(f"note: the stack's voxel size (z {voxel[0]:g}, xy {voxel[1]:g} um) differs from the one the model was "
               f"trained on (z {model.voxel_size[0]:g}, xy {model.voxel_size[1]:g} um)", file=sys.stderr)
     denoised, deconvolved = deconvolve_stack(stack, method, args.channel, progress=not args.quiet)
@@ -900,11 +1003,11 @@ def _cmd_deconv_predict(args: argparse.Namespace) -> None:
         if tmp is not None:
             write_stack(tmp, denoised, overwrite=True)
         write_stack(out, deconvolved, overwrite=args.overwrite)
-    if args.method == "model":
-        what = f"ZS-DeconvNet ({Path(args.model).name}, step {model.step})"
+    if method is model_method:
+        what = f"ZS-DeconvNet ({Path(args.model).name}, step {model.step})"  # type: ignore[union-attr]
     else:
         what = (f"Richardson-Lucy, {method.iterations} iterations, {method.padding} padding, PSF "
-                f"{' x '.join(map(str, psf.shape))}")
+                f"{' x '.join(map(str, psf.shape))}")  # type: ignore[union-attr]
     shape = " x ".join(map(str, deconvolved.data.shape))
     print(f"wrote {out}" + (f" and {denoised_out}" if denoised is not None else "") +
           f": {what}; {deconvolved.axes} {shape} float32, voxel size kept")
@@ -972,8 +1075,15 @@ def _add_deconv_commands(sub: Any) -> None:
     tr.set_defaults(func=_cmd_deconv_train)
 
     pr = _subcommand(actions, "predict", "deconvolve a stack with a trained ZS-DeconvNet or with Richardson-Lucy",
-                     "--method model writes the deconvolved stack to OUT and the denoiser's output to "
-                     "OUT_denoised (same suffix); --method rl writes OUT only. Outputs are float32 in the input's "
+                     "--method auto (the default) runs a self-check first: each candidate (the model, and "
+                     "Richardson-Lucy at 5, 10, 20 and 40 iterations with the model's PSF) deconvolves the odd "
+                     "slices, its result is re-blurred by the PSF and compared with the even slices (mean absolute "
+                     "error; on the model's held-out z-block when it has one, else the model needs a 10 percent lead, "
+                     "its score being optimistic; on the first volume of a time series); the best one runs on "
+                     "every volume and a one-line table of the "
+                     "scores is printed. Without --model, auto is Richardson-Lucy with the count the self-check "
+                     "picks. --method model writes the deconvolved stack to OUT and the denoiser's output to "
+                     "OUT_denoised (same suffix); Richardson-Lucy writes OUT only. Outputs are float32 in the input's "
                      "units (the model's stored affine inverted; Richardson-Lucy adds the subtracted background "
                      "back), with the input's voxel size. The model runs on the whole stack in one piece when it "
                      "fits in memory, else on 3D tiles with a halo, stitched by keeping their centres.",
@@ -984,18 +1094,19 @@ def _add_deconv_commands(sub: Any) -> None:
     pr.add_argument("input", help="TIFF / OME-TIFF stack (3D, 4D t-z-y-x, or multichannel with --channel)")
     pr.add_argument("-o", "--output", required=True, help="output TIFF for the deconvolved stack (.tif: ImageJ, "
                     ".ome.tif: OME-TIFF); missing folders are created")
-    pr.add_argument("--method", choices=["model", "rl"], default="model", help="model (default): a trained "
-                    "ZS-DeconvNet (--model); rl: Richardson-Lucy with a PSF (--psf or --na/--wavelength/--ni)")
+    pr.add_argument("--method", choices=["auto", "model", "rl"], help="auto (default): whichever of the model "
+                    "and Richardson-Lucy the self-check scores best; model: the trained ZS-DeconvNet (--model); rl: "
+                    "Richardson-Lucy with a PSF (--psf or --na/--wavelength/--ni)")
     pr.add_argument("--model", help="checkpoint of zaugnet deconv train (RUN_DIR/final.pt)")
     pr.add_argument("--channel", help="which channel of a multichannel stack, e.g. c1")
     pr.add_argument("--tile", type=int, nargs=3, metavar=("Z", "Y", "X"), help="model: tile size in voxels "
                     "(default: the whole stack when it fits in memory, else automatic)")
     pr.add_argument("--halo", type=int, nargs=3, metavar=("Z", "Y", "X"), help="model: context around each tile "
-                    "(default: the network's receptive radius, 22 for the paper network)")
+                    "(default: the network's receptive radius, 22 for the paper network, 96 for small; twice that in z)")
     pr.add_argument("--iterations", type=int, help="rl: Richardson-Lucy iterations (default 20)")
-    pr.add_argument("--padding", choices=["zeros", "reflect"], help="rl: boundary rule of the convolutions "
-                    "(default zeros, best on benchmarks/results/deconv_rl.md)")
-    _add_deconv_optics(pr, "for --method rl")
+    pr.add_argument("--padding", choices=["zeros", "reflect"], help="rl, auto: boundary rule of Richardson-Lucy's "
+                    "convolutions (default zeros, best on benchmarks/results/deconv.md)")
+    _add_deconv_optics(pr, "for --method rl (or auto without --model)")
     pr.add_argument("--device", default="auto", help="model: auto (default), cpu, cuda, cuda:N")
     pr.add_argument("--axes", help="axes of inputs without metadata, e.g. ZCYX")
     _add_threads(pr)

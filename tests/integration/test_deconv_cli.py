@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +12,14 @@ import pytest
 import torch
 from scipy import ndimage
 from zaugnet.training.checkpoint import save_checkpoint
-from zaugnet.training.deconv.checkpoint import load_deconv_network
+from zaugnet.training.deconv.checkpoint import (
+    load_deconv_checkpoint,
+    load_deconv_network,
+)
 
 from zaugnet.cli import main
 from zaugnet.deconv.forward import convolve_fft
-from zaugnet.deconv.predict import RLDeconvolver
+from zaugnet.deconv.predict import ParitySplit, RLDeconvolver
 from zaugnet.deconv.psf import widefield_psf
 from zaugnet.io.tiff import VoxelSize, read_stack, write_stack
 
@@ -87,7 +93,7 @@ def test_predict_writes_both_outputs_in_the_input_units_with_its_voxel_size(
     out = tmp_path / "result.tif"
 
     code = main(["deconv", "predict", str(stacks["single"]), "-o", str(out), "--model", str(run / "final.pt"),
-                 "--quiet", "--threads", "1"])
+                 "--method", "model", "--quiet", "--threads", "1"])
 
     assert code == 0, capsys.readouterr().err
     denoised, deconvolved = read_stack(tmp_path / "result_denoised.tif"), read_stack(out)
@@ -96,10 +102,7 @@ def test_predict_writes_both_outputs_in_the_input_units_with_its_voxel_size(
         assert result.data.shape == raw.shape and result.data.dtype == np.float32
         assert result.voxel_size.z == pytest.approx(0.5) and result.voxel_size.x == pytest.approx(0.2)
     # the same numbers as the model run directly on the normalised stack, mapped back by the stored affine
-    model = load_deconv_network(run / "final.pt")
-    with torch.no_grad():
-        x = torch.from_numpy(np.pad(model.affine.normalise(raw), [(4, 4), (16, 16), (16, 16)]))[None, None]
-        want = [model.affine.restore(t[0, 0, 4:-4, 16:-16, 16:-16].numpy()) for t in model.network(x)]
+    want = _model_outputs(run, raw)
     np.testing.assert_allclose(denoised.data, want[0], rtol=1e-4, atol=1e-3 * np.ptp(raw))
     np.testing.assert_allclose(deconvolved.data, want[1], rtol=1e-4, atol=1e-3 * np.ptp(raw))
     assert str(out) in capsys.readouterr().out
@@ -133,6 +136,109 @@ def test_predict_rl_equals_the_method_and_selects_a_channel(stacks: dict[str, Pa
     psf = widefield_psf((47, 65, 65), 0.5, 0.2, na=1.0, wavelength=0.5, ni=1.333)
     _, expected = RLDeconvolver(psf, 5, padding="zeros")(volume)
     np.testing.assert_allclose(result.data, expected, rtol=1e-5, atol=1e-4)
+
+
+def _self_check_line(out: str) -> tuple[dict[str, float], str]:
+    """The scores and the choice of the one self-check line of ``deconv predict --method auto``."""
+    lines = [line for line in out.splitlines() if line.startswith("self-check")]
+    assert len(lines) == 1, out
+    table, choice = lines[0].split("): ", 1)[1].rsplit(" -> ", 1)
+    scores = {}
+    for cell in table.split(" | "):
+        name, value = cell.rsplit(" ", 1)
+        scores[name] = float(value)
+    return scores, choice
+
+
+def _model_outputs(run: Path, raw: np.ndarray) -> list[np.ndarray]:
+    """--method model's outputs on ``raw`` (denoised, deconvolved), computed directly: the network on the odd and
+    on the even slices of the zero-padded, normalised stack (ParitySplit), mapped back by the stored affine."""
+    model = load_deconv_network(run / "final.pt")
+    with torch.no_grad():
+        x = torch.from_numpy(np.pad(model.affine.normalise(raw), [(4, 4), (16, 16), (16, 16)]))[None, None]
+        return [model.affine.restore(t[0, 0, 4:-4, 16:-16, 16:-16].numpy()) for t in ParitySplit(model.network)(x)]
+
+
+def test_auto_is_the_default_with_a_model_and_runs_what_the_self_check_chose(
+        run: Path, stacks: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "auto.tif"
+
+    code = main(["deconv", "predict", str(stacks["single"]), "-o", str(out), "--model", str(run / "final.pt"),
+                 "--quiet", "--threads", "1"])
+
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    scores, choice = _self_check_line(printed)
+    assert list(scores) == ["model", "rl 5", "rl 10", "rl 20", "rl 40"]
+    assert "held-out slices 19-21" in printed  # 6 of 24 slices held out (val_fraction 0.15): even slices 19, 21
+    assert choice == min(scores, key=lambda name: scores[name])  # held out: no margin, the lowest wins
+    raw = read_stack(stacks["single"]).data.astype(np.float32)
+    if choice == "model":
+        np.testing.assert_allclose(read_stack(out).data, _model_outputs(run, raw)[1], rtol=1e-4,
+                                   atol=1e-3 * np.ptp(raw))
+    else:  # Richardson-Lucy at the count chosen, with the model's optics at the stack's spacing, the extent of
+        # the model's PSF (the one checked): twice its planes, its rows and columns
+        loss_psf = load_deconv_checkpoint(run / "final.pt")[1]["psf"]
+        shape = (2 * loss_psf.shape[0] - 1, *loss_psf.shape[1:])
+        assert f"PSF {' x '.join(map(str, shape))}" in printed
+        psf = widefield_psf(shape, 0.5, 0.2, na=1.0, wavelength=0.5, ni=1.333)
+        _, expected = RLDeconvolver(psf, int(choice.split()[1]), padding="zeros")(raw)
+        np.testing.assert_allclose(read_stack(out).data, expected, rtol=1e-5, atol=1e-4)
+        assert not (tmp_path / "auto_denoised.tif").exists() and f"{choice.split()[1]} iterations" in printed
+
+
+def test_auto_writes_both_outputs_when_the_model_wins(run: Path, stacks: dict[str, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from zaugnet.deconv import selfcheck
+
+    monkeypatch.setattr(selfcheck, "choose", lambda *args, **kwargs: "model")
+    out = tmp_path / "auto.tif"
+
+    code = main(["deconv", "predict", str(stacks["single"]), "-o", str(out), "--model", str(run / "final.pt"),
+                 "--method", "auto", "--quiet", "--threads", "1"])
+
+    assert code == 0, capsys.readouterr().err
+    assert _self_check_line(capsys.readouterr().out)[1] == "model"
+    raw = read_stack(stacks["single"]).data.astype(np.float32)
+    want = _model_outputs(run, raw)
+    for path, expected in zip((tmp_path / "auto_denoised.tif", out), want):
+        np.testing.assert_allclose(read_stack(path).data, expected, rtol=1e-4, atol=1e-3 * np.ptp(raw))
+
+
+def test_auto_says_when_the_model_trained_on_every_slice_and_then_needs_the_margin(
+        stacks: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["deconv", "train", str(stacks["single"]), "-o", str(run), *OPTICS, "--preset", "small",
+                 "--max-steps", "2", "--quiet", "--threads", "1", *TINY_SET, "--set", "data.val_fraction=0"]) == 0
+    capsys.readouterr()
+
+    code = main(["deconv", "predict", str(stacks["single"]), "-o", str(tmp_path / "o.tif"), "--model",
+                 str(run / "final.pt"), "--quiet", "--threads", "1"])
+
+    assert code == 0
+    printed = capsys.readouterr().out
+    scores, choice = _self_check_line(printed)
+    assert "trained on these slices" in printed and "slices 1-21" in printed
+    best_rl = min(v for k, v in scores.items() if k != "model")
+    assert choice != "model" or scores["model"] < 0.9 * best_rl
+    assert scores[choice] <= best_rl  # never a result the self-check scores below Richardson-Lucy
+
+
+def test_auto_without_a_model_is_rl_at_the_count_the_self_check_picks(
+        stacks: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rl.tif"
+
+    code = main(["deconv", "predict", str(stacks["single"]), "-o", str(out), *OPTICS, "--quiet", "--threads", "1"])
+
+    assert code == 0, capsys.readouterr().err
+    scores, choice = _self_check_line(capsys.readouterr().out)
+    assert list(scores) == ["rl 5", "rl 10", "rl 20", "rl 40"] and choice == min(scores, key=lambda n: scores[n])
+    raw = read_stack(stacks["single"]).data
+    # checked with 2 x 12 - 1 planes at 1.0 um (the odd slices), run with twice the planes at 0.5 um
+    psf = widefield_psf((45, 65, 65), 0.5, 0.2, na=1.0, wavelength=0.5, ni=1.333)
+    _, expected = RLDeconvolver(psf, int(choice.split()[1]), padding="zeros")(raw)
+    np.testing.assert_allclose(read_stack(out).data, expected, rtol=1e-5, atol=1e-4)
 
 
 class _RunsCode:
@@ -187,6 +293,12 @@ def test_a_zaugnet_checkpoint_is_refused_with_a_hint(stacks: dict[str, Path], tm
     (["predict", "{single}", "-o", "{out_tif}", "--model", "{single}", "--iterations", "3"],
      ("--iterations", "--method rl")),
     (["predict", "{single}", "-o", "{out_tif}", "--model", "{single}", "--tile", "0", "8", "8"], ("--tile",)),
+    (["predict", "{single}", "-o", "{out_tif}", "--model", "{single}", *OPTICS], ("--na", "the model's PSF")),
+    (["predict", "{single}", "-o", "{out_tif}", "--method", "auto", *OPTICS, "--iterations", "3"],
+     ("--iterations", "--method rl")),
+    (["predict", "{single}", "-o", "{out_tif}", *OPTICS, "--tile", "8", "8", "8"], ("--tile", "--method")),
+    (["predict", "{single}", "-o", "{out_tif}", "--method", "model", "--model", "{single}", "--padding", "zeros"],
+     ("--padding", "--method rl")),
     (["predict", "{single}", "-o", "{out}/x.png", "--model", "{single}"], (".tif",)),
     (["predict", "{single}", "-o", "{single}", "--model", "{single}"], ("input file",)),
     (["predict", "{two}", "-o", "{out_tif}", "--method", "rl", *OPTICS], ("--channel",)),
@@ -218,3 +330,32 @@ def test_existing_outputs_need_overwrite(run: Path, stacks: dict[str, Path], tmp
     code = main(["deconv", "train", str(stacks["single"]), "-o", str(run), *OPTICS, *TINY_SET, "--quiet"])
     assert code == EXIT_INPUT_ERROR
     one_error_line(capsys.readouterr().err, "already holds a run", "--resume")
+
+
+def test_the_gpu_script_refuses_without_cuda_in_one_line() -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "train_deconv_gpu.sh"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
+
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    assert done.returncode == EXIT_INPUT_ERROR and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA device" in lines[0], done.stderr
+
+
+def test_auto_without_a_model_takes_a_psf_file(stacks: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    psf_file = tmp_path / "psf.tif"
+    write_stack(psf_file, widefield_psf((31, 41, 41), 0.25, 0.2, na=1.0, wavelength=0.5, ni=1.333), "ZYX",
+                VoxelSize(0.25, 0.2, 0.2))
+    out = tmp_path / "rl.tif"
+
+    code = main(["deconv", "predict", str(stacks["single"]), "-o", str(out), "--psf", str(psf_file),
+                 "--psf-background", "0", "--quiet", "--threads", "1"])
+
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    _, choice = _self_check_line(printed)
+    assert choice.startswith("rl ") and read_stack(out).data.shape == (24, 40, 40)
+    # resampled from the file to 1.0 um for the check (7 planes inside it), then cropped to 13 planes at 0.5 um
+    assert "PSF 13 x " in printed

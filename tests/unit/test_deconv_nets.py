@@ -1,4 +1,4 @@
-"""The two-stage 3D RCAN of ZS-DeconvNet and the core's tiled prediction and intensity affine."""
+"""The two-stage 3D RCAN and U-Net of ZS-DeconvNet and the core's tiled prediction and intensity affine."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from zaugnet.training.deconv.nets import ZSDeconvNet3D, receptive_radius
 from zaugnet.deconv.predict import (
     Affine,
     ModelDeconvolver,
+    ParitySplit,
     auto_tile,
     deconvolve_stack,
     deconvolve_volume,
@@ -40,16 +41,27 @@ def test_the_paper_preset_has_2_00_million_parameters() -> None:
     assert _count(cfg) == pytest.approx(2.00e6, rel=0.02)
 
 
-def test_the_small_preset_is_much_smaller() -> None:
+def test_the_small_preset_is_the_u_net_counted_by_hand() -> None:
     cfg = build_deconv_config({"preset": "small", "psf": OPTICS}).net
-    assert cfg == DeconvNetConfig(**PRESETS["small"]["net"])
-    assert _count(cfg) < 100_000
+    assert cfg == DeconvNetConfig(**PRESETS["small"]["net"]) and cfg.kind == "unet"
+
+    def pair(i: int, o: int) -> int:  # two 3 x 3 x 3 convolutions i -> o -> o
+        return (27 * i * o + o) + (27 * o * o + o)
+
+    # widths 16, 32, 32 and the bottom 32; decoder inputs are the upsampled and the skip features
+    encoder = pair(1, 16) + pair(16, 32) + pair(32, 32)
+    decoder = pair(64, 32) + pair(64, 32) + pair(48, 16)
+    assert _count(cfg) == 2 * (encoder + pair(32, 32) + decoder + 17) == 706_690
 
 
+TINY_UNET = DeconvNetConfig(kind="unet", channels=2, levels=2)
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_UNET], ids=["rcan", "unet"])
 @pytest.mark.parametrize("shape", [(1, 1, 1, 7, 9), (2, 1, 5, 11, 3), (1, 1, 3, 1, 1), (1, 1, 13, 17, 16)])
-def test_outputs_have_the_input_shape_for_any_size(shape: tuple[int, ...]) -> None:
+def test_outputs_have_the_input_shape_for_any_size(shape: tuple[int, ...], cfg: DeconvNetConfig) -> None:
     torch.manual_seed(0)
-    net = ZSDeconvNet3D(TINY)
+    net = ZSDeconvNet3D(cfg)
 
     denoised, deconvolved = net(torch.rand(shape))
 
@@ -84,6 +96,24 @@ def test_receptive_radius_by_hand() -> None:
     assert receptive_radius(DeconvNetConfig()) == 2 * (1 + 8 + 2) == 22
 
 
+@torch.no_grad()
+def test_a_u_net_output_never_depends_on_input_beyond_its_receptive_radius() -> None:
+    torch.manual_seed(0)
+    net = ZSDeconvNet3D(TINY_UNET).eval()
+    radius = receptive_radius(TINY_UNET)
+    assert radius == 2 * ((4 + 0) + (8 + 1) + 2 * 4) == 42
+    x = torch.rand(1, 1, 5, 2 * radius + 12, 2 * radius + 12)
+    changed = x.clone()
+    changed[0, 0, 2, 6, 6] += 10.0  # one voxel near a corner
+
+    diff = (net(changed)[1] - net(x)[1]).abs()[0, 0].amax(dim=0)  # over z
+
+    yy, xx = np.indices(diff.shape)
+    reach = np.maximum(np.abs(yy - 6), np.abs(xx - 6))
+    assert float(diff[torch.from_numpy(reach > radius)].max()) == 0.0
+    assert float(diff[torch.from_numpy(reach <= 2)].max()) > 0.0
+
+
 # --- the core: tiles, affine ------------------------------------------------------------------------------
 
 
@@ -111,6 +141,53 @@ def test_tiled_equals_untiled_with_a_halo_of_the_receptive_radius() -> None:
         assert np.abs(a - b).max() <= 1e-4 * (a.max() - a.min())
     short = deconvolve_volume(volume, net, affine, tile=(4, 8, 7), halo=(1, 1, 1))  # too little context differs
     assert np.abs(short[1] - whole[1]).max() > 1e-3 * (whole[1].max() - whole[1].min())
+
+
+def test_a_u_net_tiled_on_its_pooling_grid_equals_one_piece() -> None:
+    torch.manual_seed(0)
+    net = ZSDeconvNet3D(TINY_UNET).eval()
+    volume = np.random.default_rng(1).gamma(2.0, 50.0, (4, 130, 120)).astype(np.float32) + 100
+    affine = Affine(offset=100.0, scale=300.0)
+    halo = (receptive_radius(TINY_UNET),) * 3
+
+    whole = deconvolve_volume(volume, net, affine)
+    tiled = deconvolve_volume(volume, net, affine, tile=(4, 37, 41), halo=halo, align=(1, 4, 4))
+
+    for a, b in zip(whole, tiled):
+        assert np.abs(a - b).max() <= 1e-6 * (a.max() - a.min())
+    off_grid = deconvolve_volume(volume, net, affine, tile=(4, 37, 41), halo=halo)  # windows off the grid
+    assert np.abs(off_grid[1] - whole[1]).max() > 1e-5 * (whole[1].max() - whole[1].min())
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("z", [10, 9])
+def test_parity_split_runs_odd_and_even_slices_apart_and_interleaves_them(z: int) -> None:
+    torch.manual_seed(0)
+    net = ZSDeconvNet3D(TINY_UNET).eval()
+    x = torch.rand(2, 1, z, 21, 19)
+
+    denoised, deconvolved = ParitySplit(net)(x)
+
+    assert denoised.shape == deconvolved.shape == x.shape
+    odd = net(x[:, :, 0::2])
+    torch.testing.assert_close(deconvolved[:, :, 0::2], odd[1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(denoised[:, :, 0::2], odd[0], rtol=0, atol=1e-6)
+    even = x[:, :, 1::2] if z % 2 == 0 else torch.cat([x[:, :, 1::2], x[:, :, -1:]], 2)  # last slice repeated
+    torch.testing.assert_close(deconvolved[:, :, 1::2], net(even)[1][:, :, :z // 2], rtol=0, atol=1e-6)
+
+
+def test_a_split_model_tiled_on_its_grids_equals_one_piece() -> None:
+    torch.manual_seed(0)
+    net = ParitySplit(ZSDeconvNet3D(TINY_UNET)).eval()
+    volume = np.random.default_rng(2).gamma(2.0, 50.0, (13, 130, 47)).astype(np.float32) + 100
+    affine = Affine(offset=100.0, scale=300.0)
+    r = receptive_radius(TINY_UNET)
+
+    whole = deconvolve_volume(volume, net, affine)
+    tiled = deconvolve_volume(volume, net, affine, tile=(3, 17, 50), halo=(2 * r, r, r), align=(2, 4, 4))
+
+    for a, b in zip(whole, tiled):
+        assert np.abs(a - b).max() <= 1e-6 * (a.max() - a.min())
 
 
 def test_tiles_cover_the_region_once_and_stay_inside() -> None:

@@ -83,6 +83,7 @@ def test_the_learning_rate_halves_on_schedule() -> None:
     ({"psf": {"path": "psf.tif", "na": 1.2}}, "either path"),
     ({"psf": {"na": 1.2}}, "wavelength"),
     ({"preset": "huge"}, "preset"),
+    ({"psf": {**OPTICS, "size": [9, 32, 33]}}, "odd"),
 ])
 def test_bad_configs_are_refused_naming_the_field(layer: dict, needle: str) -> None:
     base = {} if "psf" in layer else {"psf": OPTICS}
@@ -93,17 +94,28 @@ def test_bad_configs_are_refused_naming_the_field(layer: dict, needle: str) -> N
 # --- the loss's PSF -------------------------------------------------------------------------------------
 
 
-def test_the_training_psf_is_simulated_at_twice_the_z_spacing_and_cropped_to_the_patch() -> None:
+def test_the_training_psf_reaches_across_the_patch_at_twice_the_z_spacing() -> None:
     cfg = build_deconv_config(TINY)
 
     psf = training_psf(cfg.psf, (5, 24, 24), VOXEL)
 
-    assert psf.shape[0] == 5 and psf.shape[1] == psf.shape[2] <= 23 and psf.shape[1] % 2 == 1
+    # 2 n - 1 planes: light from any plane of a 5-plane patch reaches every other; laterally the energy crop
+    assert psf.shape[0] == 9 and psf.shape[1] == psf.shape[2] < 47 and psf.shape[1] % 2 == 1
     assert float(psf.sum()) == pytest.approx(1.0, abs=1e-6)
-    full = widefield_psf((5, 23, 23), 2 * VOXEL[0], VOXEL[1], **OPTICS)
-    h, c = psf.shape[1] // 2, 11
+    full = widefield_psf((9, 47, 47), 2 * VOXEL[0], VOXEL[1], **OPTICS)
+    h, c = psf.shape[1] // 2, 23
     expected = full[:, c - h:c + h + 1, c - h:c + h + 1]
     np.testing.assert_allclose(psf, expected / expected.sum(), rtol=1e-5, atol=1e-8)
+    assert expected.sum() / full.sum() >= 0.99  # the crop keeps 99 % of the energy
+
+
+def test_a_psf_size_is_simulated_at_that_size_and_kept_whole() -> None:
+    cfg = build_deconv_config(TINY, {"psf": {"size": [15, 41, 41]}})
+
+    psf = training_psf(cfg.psf, (5, 24, 24), VOXEL)  # larger than the patch: its light reaches in from outside
+
+    full = widefield_psf((15, 41, 41), 2 * VOXEL[0], VOXEL[1], **OPTICS)
+    np.testing.assert_allclose(psf, full / full.sum(), rtol=1e-5, atol=1e-8)
 
 
 def test_lateral_crop_gaussian_rule_and_energy_rule() -> None:
@@ -119,15 +131,15 @@ def test_lateral_crop_gaussian_rule_and_energy_rule() -> None:
 
 def test_the_forward_model_of_a_delta_is_the_psf() -> None:
     psf = training_psf(build_deconv_config(TINY).psf, (5, 24, 24), VOXEL)
-    shape = (9, 31, 33)
+    shape = (19, 51, 53)
     delta = torch.zeros(1, 1, *shape)
-    delta[0, 0, 4, 15, 16] = 1.0
+    delta[0, 0, 9, 25, 26] = 1.0
 
     blurred = FFTConvolver(psf, shape, "zeros")(delta)[0, 0].numpy()
 
     hz, hy = psf.shape[0] // 2, psf.shape[1] // 2
     expected = np.zeros(shape, np.float32)
-    expected[4 - hz:4 + hz + 1, 15 - hy:15 + hy + 1, 16 - hy:16 + hy + 1] = psf
+    expected[9 - hz:9 + hz + 1, 25 - hy:25 + hy + 1, 26 - hy:26 + hy + 1] = psf
     np.testing.assert_allclose(blurred, expected, atol=1e-7)
 
 

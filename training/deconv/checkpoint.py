@@ -58,9 +58,17 @@ class DeconvModel:
         return receptive_radius(self.config.net)
 
     @property
+    def multiple(self) -> int:
+        """The pooling factor in y and x (U-Net: ``2 ** levels``; RCAN: 1), for aligned tiles."""
+        return 2 ** self.config.net.levels if self.config.net.kind == "unet" else 1
+
+    @property
     def bytes_per_voxel(self) -> int:
         """A generous estimate of the memory one voxel of a tile takes in a forward pass (float32 features)."""
-        return 4 * 6 * max(self.config.net.channels, self.config.net.head_channels)
+        net = self.config.net
+        if net.kind == "unet":  # the top level's features, doubled by the skip concatenation
+            return 4 * 12 * net.channels
+        return 4 * 6 * max(net.channels, net.head_channels)
 
 
 def load_deconv_network(path: str | Path, device: str | torch.device = "cpu") -> DeconvModel:

@@ -10,10 +10,11 @@ Presets (:data:`PRESETS`):
   blocks, reduction 16, long skip, head conv 64 -> conv 1 -> LeakyReLU 0.2; 2.00 M parameters for the two
   stages), patches of 13 x 64 x 64 (input slices x rows x columns), batch 3, 10,000 steps, Adam 1e-4 halved
   every 5,000 steps. A GPU network: 3D convolutions of 64 channels run at about 10 s per step on our CPUs.
-- ``small``: 16 channels, 1 residual group x 2 blocks, reduction 4, head 16 (0.07 M parameters), patches of
-  13 x 48 x 48, batch 3, Adam 5e-4 halved every 1,500 steps, 3,000 steps: what trains on 2 CPU cores in
-  about an hour (measured: 0.9-1.1 s per step, loss included, with one torch thread on our busy 2-core
-  machine; 13 x 64 x 64 patches took 1.5-2 s, two groups 1.4 s).
+- ``small``: a two-stage 3D U-Net (:class:`~.nets.UNetStage`: widths 16 / 32, 3 poolings in y and x, 0.71 M
+  parameters), patches of 13 x 64 x 64, batch 2, Adam 5e-4 halved every 1,000 steps, 2,000 steps: what
+  trains on 2 CPU cores in about an hour. A small RCAN (16 channels, 0.07 M parameters) reaches only
+  +-7 voxels per stage, too little for a widefield PSF's out-of-focus light: trained 750 steps on the
+  benchmark stack it scored 24.4 dB against RL's 27-28, the U-Net 27.0 after 600 (the note of issue 18).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ FAMILY = "zs-deconvnet-3d"
 Preset = Literal["small", "paper"]
 #: Bounds of a patch: input (odd) slices, rows, columns.
 _PATCH_MIN, _PATCH_MAX = (3, 8, 8), (64, 512, 512)
+#: Largest side of the loss's PSF (voxels).
+_PSF_MAX = 255
 
 
 class _Strict(BaseModel):
@@ -44,8 +47,11 @@ class _Strict(BaseModel):
 
 
 class DeconvNetConfig(_Strict):
-    """Widths of the two-stage 3D RCAN (the same for the denoiser and the deconvolver)."""
+    """The two stages' network (the same for the denoiser and the deconvolver): the paper's 3D RCAN, or a 3D
+    U-Net (``kind: unet``: ``channels`` and ``levels`` only; see :class:`~.nets.UNetStage`)."""
 
+    kind: Literal["rcan", "unet"] = Field("rcan", description="rcan (the paper's) or unet (pooling in y and x)")
+    levels: int = Field(3, ge=1, le=5, description="unet: 2x poolings in y and x")
     channels: int = Field(64, ge=1, le=256, description="features of every residual block")
     groups: int = Field(2, ge=1, le=8, description="residual groups per stage")
     blocks: int = Field(2, ge=1, le=8, description="residual channel-attention blocks per group")
@@ -54,7 +60,7 @@ class DeconvNetConfig(_Strict):
 
     @model_validator(mode="after")
     def _bottleneck(self) -> DeconvNetConfig:
-        if self.channels // self.reduction < 1:
+        if self.kind == "rcan" and self.channels // self.reduction < 1:
             raise ValueError(f"reduction ({self.reduction}) must not exceed channels ({self.channels})")
         return self
 
@@ -77,6 +83,9 @@ class PSFConfig(_Strict):
     ns: float | None = Field(None, ge=1, le=3, description="sample refractive index (default: ni)")
     depth: float = Field(0.0, ge=0, le=1000, description="depth below the coverslip (um)")
     excitation: float | None = Field(None, gt=0, le=5, description="confocal: excitation wavelength (um)")
+    size: tuple[int, int, int] | None = Field(None, description="planes, rows, columns of the loss's PSF at the "
+                                              "training voxel size, odd, kept whole (default: the largest odd "
+                                              "sizes within the patch, then cropped)")
     lateral_sigmas: float = Field(4.0, gt=0, le=64, description="lateral crop: +- this many sigma of a Gaussian "
                                   "fitted to the PSF's projection along z")
     padding: Literal["reflect", "zeros", "axial-zeros"] = Field(
@@ -89,6 +98,8 @@ class PSFConfig(_Strict):
             raise ValueError("give either path or the optics (na, wavelength, ni), not both")
         if self.path is None and None in optics:
             raise ValueError("give path (a PSF TIFF) or na, wavelength and ni (to simulate one)")
+        if self.size is not None and any(n % 2 == 0 or not 1 <= n <= _PSF_MAX for n in self.size):
+            raise ValueError(f"size must be three odd numbers within 1 .. {_PSF_MAX}, got {self.size}")
         return self
 
     @property
@@ -166,9 +177,9 @@ class DeconvConfig(_Strict):
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "small": {
-        "net": {"channels": 16, "groups": 1, "blocks": 2, "reduction": 4, "head_channels": 16},
-        "data": {"patch": [13, 48, 48]},
-        "train": {"max_steps": 3000, "lr": 5e-4, "lr_halve_every": 1500, "checkpoint_every": 500},
+        "net": {"kind": "unet", "channels": 16, "levels": 3},
+        "data": {"patch": [13, 64, 64]},
+        "train": {"batch_size": 2, "max_steps": 2000, "lr": 5e-4, "lr_halve_every": 1000, "checkpoint_every": 200},
     },
 }
 

@@ -202,10 +202,6 @@ class PatchSampler:
 # --- the loss's PSF ---------------------------------------------------------------------------
 
 
-def _largest_odd(n: int) -> int:
-    return n if n % 2 else n - 1
-
-
 def lateral_half_width(psf: np.ndarray, sigmas: float, energy: float = LATERAL_ENERGY) -> int:
     """Half width (pixels) of the lateral crop of a ZYX PSF centred on its middle voxel.
 
@@ -235,12 +231,14 @@ def lateral_half_width(psf: np.ndarray, sigmas: float, energy: float = LATERAL_E
 
 
 def training_psf(psf: PSFConfig, patch: tuple[int, int, int], voxel_size: tuple[float, float]) -> np.ndarray:
-    """The PSF of the loss: at the training voxel size (z: twice the stack's spacing), cropped to the patch.
+    """The PSF of the loss, at the training voxel size (z: twice the stack's spacing).
 
     Simulated (:func:`~zaugnet.deconv.psf.widefield_psf`, or :func:`~zaugnet.deconv.psf.confocal_psf` with an
-    excitation) at the largest odd size within the patch, or read from a file and resampled
-    (:func:`~zaugnet.deconv.psf.read_bead_psf`); then cropped axially to at most the patch depth and laterally
-    by :func:`lateral_half_width` (at most the patch), and normalised to sum 1.
+    excitation) or read from a file and resampled (:func:`~zaugnet.deconv.psf.read_bead_psf`). With
+    ``psf.size`` it has that size (a file's PSF cropped to it). Otherwise it reaches as far as light travels
+    within a patch, ``2 n - 1`` voxels per axis for a patch of ``n`` (a widefield PSF's out-of-focus light
+    spans the whole patch: cut to the patch, the loss barely tells a deconvolved volume from the input),
+    then cropped laterally by :func:`lateral_half_width`. Normalised to sum 1.
 
     Raises
     ------
@@ -248,7 +246,7 @@ def training_psf(psf: PSFConfig, patch: tuple[int, int, int], voxel_size: tuple[
         Naming the option (``psf.na``, ...) or the file.
     """
     dz, dxy = 2 * voxel_size[0], voxel_size[1]
-    shape = tuple(_largest_odd(n) for n in patch)
+    shape = psf.size or tuple(2 * n - 1 for n in patch)
     if psf.simulated:
         optics = {"na": psf.na, "wavelength": psf.wavelength, "ni": psf.ni, "ns": psf.ns, "depth": psf.depth}
         try:
@@ -261,11 +259,14 @@ def training_psf(psf: PSFConfig, patch: tuple[int, int, int], voxel_size: tuple[
     else:
         kernel = read_bead_psf(psf.path, dz, dxy, background=psf.background,  # type: ignore[arg-type]
                                volume=psf.volume)
+    if psf.size is not None:  # kept whole (a bead PSF: cropped to at most that size)
+        kernel = kernel[tuple(slice(max(0, (n - m) // 2), max(0, (n - m) // 2) + m)
+                              for n, m in zip(kernel.shape, psf.size))]
+        return (kernel / kernel.sum()).astype(np.float32)
     nz = min(kernel.shape[0], shape[0])
     z0 = kernel.shape[0] // 2 - nz // 2
     kernel = kernel[z0:z0 + nz]
-    half = min(lateral_half_width(kernel, psf.lateral_sigmas), shape[1] // 2, shape[2] // 2,
-               kernel.shape[1] // 2, kernel.shape[2] // 2)
+    half = min(lateral_half_width(kernel, psf.lateral_sigmas), kernel.shape[1] // 2, kernel.shape[2] // 2)
     cy, cx = kernel.shape[1] // 2, kernel.shape[2] // 2
     kernel = np.asarray(kernel[:, cy - half:cy + half + 1, cx - half:cx + half + 1], dtype=np.float64)
     total = kernel.sum()

@@ -19,11 +19,12 @@ other dependence is local, within :func:`receptive_radius` voxels.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DeconvNetConfig
 
-__all__ = ["RCAB", "ChannelAttention", "RCANStage", "ResidualGroup", "ZSDeconvNet3D", "receptive_radius"]
+__all__ = ["RCAB", "ChannelAttention", "RCANStage", "ResidualGroup", "UNetStage", "ZSDeconvNet3D", "receptive_radius"]
 
 #: Negative slope of every LeakyReLU (the reference's).
 SLOPE = 0.2
@@ -87,6 +88,46 @@ class RCANStage(nn.Module):
         return self.head(self.groups(s) + s)
 
 
+def _double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(_conv(in_ch, out_ch), nn.LeakyReLU(SLOPE), _conv(out_ch, out_ch), nn.LeakyReLU(SLOPE))
+
+
+class UNetStage(nn.Module):
+    """One U-Net stage (``net.kind: unet``): ``x + U(x)``, 1 channel in and out, the input's size.
+
+    ``levels`` 2x poolings in y and x only (z is short and sampled coarsely), two 3 x 3 x 3 convolutions per
+    level (widths ``channels``, then ``2 * channels``), nearest upsampling and skip concatenations, a 1 x 1 x 1
+    head, and the input added (the stage starts near the identity). Y and X are padded inside (edge values)
+    to a multiple of ``2 ** levels`` and cropped back, so any size works. Its lateral reach (see
+    :func:`receptive_radius`) is what a widefield PSF's out-of-focus light needs.
+    """
+
+    def __init__(self, cfg: DeconvNetConfig) -> None:
+        super().__init__()
+        widths = [cfg.channels * min(2 ** level, 2) for level in range(cfg.levels + 1)]
+        self.multiple = 2 ** cfg.levels
+        self.enc = nn.ModuleList(_double_conv(1 if level == 0 else widths[level - 1], widths[level])
+                                 for level in range(cfg.levels))
+        self.mid = _double_conv(widths[cfg.levels - 1], widths[cfg.levels])
+        self.dec = nn.ModuleList(_double_conv(widths[level + 1] + widths[level], widths[level])
+                                 for level in reversed(range(cfg.levels)))
+        self.head = nn.Conv3d(widths[0], 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows, cols = x.shape[-2], x.shape[-1]
+        h = F.pad(x, (0, (-cols) % self.multiple, 0, (-rows) % self.multiple, 0, 0), mode="replicate")
+        skips: list[Tensor] = []
+        for encode in self.enc:
+            h = encode(h)
+            skips.append(h)
+            h = F.max_pool3d(h, (1, 2, 2))
+        h = self.mid(h)
+        for i, decode in enumerate(self.dec):
+            h = decode(torch.cat([F.interpolate(h, scale_factor=(1.0, 2.0, 2.0), mode="nearest"),
+                                  skips[len(skips) - 1 - i]], 1))
+        return x + self.head(h)[..., :rows, :cols]
+
+
 class ZSDeconvNet3D(nn.Module):
     """The two stages; ``forward(x)`` returns ``(denoised, deconvolved)``, both of ``x``'s shape.
 
@@ -99,8 +140,9 @@ class ZSDeconvNet3D(nn.Module):
     def __init__(self, cfg: DeconvNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.denoiser = RCANStage(cfg)
-        self.deconvolver = RCANStage(cfg)
+        stage = UNetStage if cfg.kind == "unet" else RCANStage
+        self.denoiser = stage(cfg)
+        self.deconvolver = stage(cfg)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.ndim != 5 or x.shape[1] != 1:
@@ -110,6 +152,13 @@ class ZSDeconvNet3D(nn.Module):
 
 
 def receptive_radius(cfg: DeconvNetConfig) -> int:
-    """Voxels along each axis beyond which the input no longer reaches an output voxel through the convolutions
-    (the channel attention's global average aside): ``2 * (1 + 2 * groups * blocks + 2)``."""
+    """Voxels along any axis beyond which the input no longer reaches an output voxel through the convolutions
+    (the channel attention's global average aside), for both stages. RCAN: ``2 * (1 + 2 * groups * blocks +
+    2)``. U-Net: per stage, 2 voxels per convolution pair at level ``l`` scaled by ``2 ** l`` in y and x
+    (encoder and decoder), ``2 * 2 ** levels`` for the bottom, plus ``2 ** l - 1`` per pooling: the lateral
+    reach, the larger one."""
+    if cfg.kind == "unet":
+        levels = range(cfg.levels)
+        per_stage = sum(4 * 2 ** level + 2 ** level - 1 for level in levels) + 2 * 2 ** cfg.levels
+        return 2 * per_stage
     return 2 * (1 + 2 * cfg.groups * cfg.blocks + 2)

@@ -392,7 +392,8 @@ public class DeepImageJ_Run implements PlugIn {
         if (exe == null || exe.isEmpty())
             exe = "bioimageio";
         List<String> cmd = new ArrayList<>(Arrays.asList(exe, "predict", model.folder.getPath(), "--inputs", npy.getPath(),
-                "--outputs", new File(results, "{output_id}.npy").getPath(), "--weight-format", model.weightFormat));
+                "--weight-format", model.weightFormat));
+        for (String id : model.outputNames) { cmd.add("--outputs"); cmd.add(new File(results, id + ".npy").getPath()); }
         ProcessBuilder pb = new ProcessBuilder(cmd).directory(workDir).redirectErrorStream(true);
         Process p = pb.start();
         String log;
