@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from zaugnet.training.checkpoint import save_checkpoint
@@ -89,13 +93,22 @@ def assert_bioimageio_test_passed(returncode: int, text: str) -> None:
         assert f"Run {wf} inference for inputs with" in " ".join(table.split()), wf
 
 
-def benchmark_script(name: str) -> ModuleType:
-    """Import ``benchmarks/<name>.py`` as a module (to call its ``main``)."""
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def benchmark_script(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` as a module (to call its ``main``)."""
+    return _load(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+
+
+def macro_generator() -> ModuleType:
+    """Import ``fiji_macros/generate_macros.py`` as a module."""
+    return _load("generate_macros", BENCHMARKS.parent / "fiji_macros" / "generate_macros.py")
 
 
 def copying_checkpoint(path: Path) -> Path:
@@ -138,3 +151,42 @@ def make_venv(base_python: str, env_dir: Path, requirements: Sequence[str], time
         return None
     shutil.rmtree(env_dir, ignore_errors=True)
     return " ".join((install.stderr if install else made.stderr).strip().splitlines()[-1:])
+
+
+#: Seconds for one ImageJ 1.53t run (each deepImageJ stand-in call is one ``bioimageio predict``). A macro error
+#: makes ImageJ show an error dialog (under Xvfb) and wait forever: the timeout ends such runs.
+IMAGEJ_TIMEOUT = 150
+
+
+def imagej_java(plugins: Path, tmp: Path) -> list[str]:
+    """java with ImageJ's plugins.dir, a private java.io.tmpdir and user.home (ImageJ writes its preferences
+    there), and, for the stand-in, the bioimageio executable and JDLL's classes."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    cmd = ["xvfb-run", "-a", "java", f"-Dplugins.dir={plugins}", f"-Djava.io.tmpdir={tmp}", f"-Duser.home={tmp}",
+           f"-Dzaugnet.bioimageio={Path(sys.executable).with_name('bioimageio')}"]
+    if (plugins / "jdll.classpath").is_file():
+        cmd.append(f"-Dzaugnet.jdll.classpath={(plugins / 'jdll.classpath').read_text()}")
+    return cmd + ["-jar", "/usr/share/java/ij.jar"]
+
+
+def imagej_communicate(cmd: list[str], tmp: Path) -> str:
+    # own process group: on a timeout, xvfb-run, Xvfb and java are all stopped (killing xvfb-run alone orphans them)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=IMAGEJ_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"ImageJ did not finish within {IMAGEJ_TIMEOUT} s (an error dialog of the macro interpreter waits "
+                    f"forever under Xvfb); output so far:\n{out}")
+    return out
+
+
+def run_imagej(macro: Path, args: str, plugins: Path, tmp: Path) -> str:
+    """Run ``macro`` with ``args`` in ImageJ 1.53t (-batch, under Xvfb); return stdout + stderr.
+
+    ``plugins`` is ImageJ's plugins.dir; ``tmp`` becomes java.io.tmpdir (where the macro keeps its files for
+    deepImageJ), user.home and the working directory, so a test can check nothing is left behind.
+    """
+    return imagej_communicate(imagej_java(plugins, tmp) + ["-batch", str(macro), args], tmp)

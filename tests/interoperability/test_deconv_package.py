@@ -13,11 +13,9 @@ predict`` on the same package; see test_imagej.py). The macro with the real deep
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +25,7 @@ import pytest
 import tifffile
 import torch
 import yaml
+from support import macro_generator, run_imagej
 from zaugnet.export.bioimageio import NO_MAINTAINER_WARNING, run_bioimageio_test
 from zaugnet.export.deconv import (
     HALO,
@@ -60,8 +59,6 @@ DECONV_IJM = MACROS / "zs_deconvnet.ijm"
 TINY_NET = {"kind": "unet", "channels": 4, "levels": 2}  # the small preset's kind
 TINY_RCAN = {"kind": "rcan", "channels": 4, "head_channels": 4, "groups": 1, "blocks": 1, "reduction": 2}
 VOXEL = (0.5, 0.2)  # z, xy (um)
-#: Seconds for one ImageJ run (one stand-in call is one ``bioimageio predict``).
-RUN_TIMEOUT = 150
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -302,17 +299,10 @@ def test_a_checkpoint_that_would_run_code_is_refused(checkpoint: Path, tmp_path:
 
 
 # ------------------------------------------------------------------------------------ the Fiji macro
-def _generator():
-    spec = importlib.util.spec_from_file_location("generate_macros", MACROS / "generate_macros.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_macro_is_generated_with_the_zaugnet_macros_helpers() -> None:
     """zs_deconvnet.ijm is what generate_macros.py writes from zs_deconvnet.ijm.in; its helpers are zaugnet.ijm's,
     character for character; deepImageJ is called from exactly one function, once per stack."""
-    generator = _generator()
+    generator = macro_generator()
     text = DECONV_IJM.read_text()
     assert text == generator.render(generator.DECONV_MACRO), "stale: run python fiji_macros/generate_macros.py"
     assert generator.functions(text, generator.SHARED_FUNCTIONS) == \
@@ -321,25 +311,6 @@ def test_the_macro_is_generated_with_the_zaugnet_macros_helpers() -> None:
     assert code.count('run("DeepImageJ Run"') == 1 and code.count("zaRunDeepImageJ(model, file, outDir);") == 1
     assert "master / 3.1.x" in text
     assert subprocess.run([sys.executable, str(MACROS / "generate_macros.py"), "--check"], check=False).returncode == 0
-
-
-def _run_imagej(macro: Path, args: str, plugins: Path, tmp: Path) -> str:
-    """``macro`` in ImageJ 1.53t (-batch, under Xvfb) as test_imagej.py runs it; stdout + stderr."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    cmd = ["xvfb-run", "-a", "java", f"-Dplugins.dir={plugins}", f"-Djava.io.tmpdir={tmp}", f"-Duser.home={tmp}",
-           f"-Dzaugnet.bioimageio={BIOIMAGEIO}"]
-    if (plugins / "jdll.classpath").is_file():
-        cmd.append(f"-Dzaugnet.jdll.classpath={(plugins / 'jdll.classpath').read_text()}")
-    cmd += ["-jar", "/usr/share/java/ij.jar", "-batch", str(macro), args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"ImageJ did not finish within {RUN_TIMEOUT} s; output so far:\n{out}")
-    return out
 
 
 def _leftovers(tmp: Path) -> list[str]:
@@ -355,7 +326,7 @@ def test_the_macro_deconvolves_a_stack_in_one_deepimagej_call(standin: Path, exp
     first choice) on the package. ONE call with the whole stack as a (1, 1, z, y, x) tensor; both results equal
     ``zaugnet deconv predict`` within 1e-4 of the affine's scale; 32-bit; the voxel size kept."""
     out, den = tmp_path / "deconvolved.tif", tmp_path / "denoised.tif"
-    log = _run_imagej(DECONV_IJM, f"model={exported[0]} input={stack} output={out} denoised={den}",
+    log = run_imagej(DECONV_IJM, f"model={exported[0]} input={stack} output={out} denoised={den}",
                       standin, tmp_path / "ij")
     calls = re.findall(r"^DeepImageJ Run \(test stand-in\): (\S+) -> input \((\d+), (\d+), (\d+), (\d+), (\d+)\), "
                        r"weights (\S+) -> bioimageio predict -> (.*)$", log, flags=re.MULTILINE)
@@ -385,7 +356,7 @@ def test_the_macro_refuses_a_package_that_is_not_zs_deconvnet(standin: Path, exp
     rdf = (folder / "rdf.yaml").read_text()
     (folder / "rdf.yaml").write_text(rdf.replace(f"family: {FAMILY}", "variant: zaugnet"))
     out = tmp_path / "out.tif"
-    log = _run_imagej(DECONV_IJM, f"model={folder} input={stack} output={out}", standin, tmp_path / "ij")
+    log = run_imagej(DECONV_IJM, f"model={folder} input={stack} output={out}", standin, tmp_path / "ij")
     assert "zs_deconvnet.ijm: error: the model in" in log and "not a ZS-DeconvNet package" in log, log
     assert "zaugnet.ijm" in log and "DeepImageJ Run (test stand-in):" not in log
     assert not out.exists() and _leftovers(tmp_path / "ij") == []

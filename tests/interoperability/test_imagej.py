@@ -27,11 +27,8 @@ plus 1 for integer rounding), voxel depth divided by the factor.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -42,6 +39,7 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
+from support import imagej_communicate, imagej_java, macro_generator, run_imagej
 from zaugnet.export.parity import TOLERANCE
 
 from zaugnet.cli import main
@@ -60,11 +58,6 @@ MACRO_VARIANT = {ZAUGNET_IJM: "zaugnet", PLUS_IJM: "zaugnet+", C_IJM: "zaugnet-c
 #: Input channels of each variant's model (ZAugNet-C: K = 4 slices and the DPM).
 CHANNELS = {"zaugnet": 2, "zaugnet+": 3, "zaugnet-c": 5}
 HERE = Path(__file__).resolve().parent / "imagej"
-IJ_JAR = Path("/usr/share/java/ij.jar")
-BIOIMAGEIO = Path(sys.executable).with_name("bioimageio")
-#: Seconds for one ImageJ run (each deepImageJ call costs one ``bioimageio predict``, about 4 s on 2 cores). A macro
-#: error makes ImageJ 1.53t show an error dialog (under Xvfb) and wait forever: the timeout ends such runs.
-RUN_TIMEOUT = 150
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -106,40 +99,6 @@ def macro_args(**options: object) -> str:
     return " ".join(f"{key}={_opt(value)}" for key, value in options.items())
 
 
-def _java(plugins: Path, tmp: Path) -> list[str]:
-    """java with ImageJ's plugins.dir, a private java.io.tmpdir and user.home (ImageJ writes its preferences
-    there), and, for the stand-in, the bioimageio executable and JDLL's classes."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    cmd = ["xvfb-run", "-a", "java", f"-Dplugins.dir={plugins}", f"-Djava.io.tmpdir={tmp}", f"-Duser.home={tmp}",
-           f"-Dzaugnet.bioimageio={BIOIMAGEIO}"]
-    if (plugins / "jdll.classpath").is_file():
-        cmd.append(f"-Dzaugnet.jdll.classpath={(plugins / 'jdll.classpath').read_text()}")
-    return cmd + ["-jar", str(IJ_JAR)]
-
-
-def _communicate(cmd: list[str], tmp: Path) -> str:
-    # own process group: on a timeout, xvfb-run, Xvfb and java are all stopped (killing xvfb-run alone orphans them)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"ImageJ did not finish within {RUN_TIMEOUT} s (an error dialog of the macro interpreter waits "
-                    f"forever under Xvfb); output so far:\n{out}")
-    return out
-
-
-def run_imagej(macro: Path, args: str, plugins: Path, tmp: Path) -> str:
-    """Run ``macro`` with ``args`` in ImageJ 1.53t (-batch, under Xvfb); return stdout + stderr.
-
-    ``plugins`` is ImageJ's plugins.dir; ``tmp`` becomes java.io.tmpdir (where the macro keeps its files for
-    deepImageJ), user.home and the working directory, so a test can check nothing is left behind.
-    """
-    return _communicate(_java(plugins, tmp) + ["-batch", str(macro), args], tmp)
-
-
 def run_imagej_window(code: str, plugins: Path, tmp: Path) -> str:
     """Run macro ``code`` in ImageJ 1.53t WITH its main window (-macro, under Xvfb), as a user's Fiji would;
     return the Log window's text. With the stand-in's plugins, ``Dismiss Dialogs`` runs first: a message dialog
@@ -149,7 +108,7 @@ def run_imagej_window(code: str, plugins: Path, tmp: Path) -> str:
     caller = tmp / "caller.ijm"
     first = 'run("Dismiss Dialogs");\n' if (plugins / "plugins" / "Dismiss_Dialogs.class").is_file() else ""
     caller.write_text(first + code + f'\nwait(300);\nFile.saveString(getInfo("log"), "{log}");\nrun("Quit");\n')
-    out = _communicate(_java(plugins, tmp) + ["-macro", str(caller)], tmp)
+    out = imagej_communicate(imagej_java(plugins, tmp) + ["-macro", str(caller)], tmp)
     assert log.is_file(), out
     return log.read_text()
 
@@ -281,18 +240,11 @@ def package_with(folder: Path, tmp: Path, edit) -> Path:
 
 
 # ------------------------------------------------------------------------------------ the macros' text
-def _generator():
-    spec = importlib.util.spec_from_file_location("generate_macros", MACROS / "generate_macros.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_three_macros_are_generated_from_one_template() -> None:
     """zaugnet.ijm, zaugnet_plus.ijm and zaugnet_c.ijm are what ``fiji_macros/generate_macros.py`` writes from
     ``zaugnet.ijm.in`` (one code for all variants; only the header and three variables differ), and deepImageJ
     is called from exactly one function."""
-    generator = _generator()
+    generator = macro_generator()
     assert sorted(generator.VARIANTS) == sorted(p.name for p in MACRO_VARIANT)
     for path, variant in MACRO_VARIANT.items():
         text = path.read_text()
