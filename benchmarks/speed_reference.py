@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/speed_reference.py [-o benchmarks/results] [--threads 2] [--repeats 3]
                                          [--sizes 256 1024] [--batches 1 4] [--compile] [--no-onnx]
-                                         [--no-cli] [--stem speed_reference] [--quick]
+                                         [--no-cli] [--bf16 auto|on|off] [--stem speed_reference] [--quick]
 
 Four parts, on fixed inputs (a synthetic 9 x 1024 x 1024 membrane stack, ``zaugnet.phantoms.simulate_stack``
 seed 0, float32, whose slices also feed the network and predictor parts):
@@ -17,7 +17,10 @@ seed 0, float32, whose slices also feed the network and predictor parts):
    TorchScript (trace + freeze; script + freeze + ``optimize_for_inference``), ``torch.compile``
    (inductor; with ``--compile``, at the first size and batch only: it compiles for minutes per shape
    here), ONNX Runtime (``ORT_ENABLE_ALL``), bfloat16
-   autocast and oneDNN's bfloat16 fp-math mode for float32 convolutions (bf16 inputs, fp32 accumulation).
+   autocast and oneDNN's bfloat16 fp-math mode for float32 convolutions (bf16 inputs, fp32 accumulation);
+   the bfloat16 rows and peak only where the CPU runs bfloat16 natively (AMX or AVX512-BF16), unless
+   ``--bf16 on``: emulated, one 256 x 256 forward under bfloat16 autocast took 26.3 s against 0.28 s in
+   float32 on an AVX2-only AMD EPYC (2 threads).
    Each row: pairs/s (median of interleaved repeats), GFLOP/s and its fraction of the float32 and bfloat16
    peaks, peak RSS during the row, and the max deviation from float32 eager on the same input as a
    fraction of that output's range. **The reference**: the authors' generator has the same architecture
@@ -167,19 +170,22 @@ def deviation(out: Any, ref: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------ part 1
-def conv_peak(threads: int, repeats: int) -> dict[str, float]:
-    """Best GFLOP/s of the :data:`PEAK_SHAPES` 3x3 convolutions, float32 and bfloat16 (native tensors)."""
+def conv_peak(threads: int, repeats: int, with_bf16: bool = True) -> dict[str, float]:
+    """Best GFLOP/s of the :data:`PEAK_SHAPES` 3x3 convolutions, float32 and bfloat16 (native tensors;
+    NaN for bfloat16 unless ``with_bf16``)."""
     import torch
 
     best: dict[str, float] = {}
+    dtypes = ((torch.float32, "float32"), (torch.bfloat16, "bfloat16"))
     with torch.no_grad():
-        for dtype, label in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
+        for dtype, label in dtypes[:2 if with_bf16 else 1]:
             for channels, side in PEAK_SHAPES:
                 conv = torch.nn.Conv2d(channels, channels, 3, 1, 1).to(dtype)
                 x = torch.rand(1, channels, side, side).to(dtype)
                 seconds = median_times({"conv": lambda c=conv, t=x: c(t)}, max(repeats, 5), warmup=3)["conv"]
                 gflops = 2 * channels * channels * 9 * side * side / seconds / 1e9
                 best[label] = max(best.get(label, 0.0), gflops)
+    best.setdefault("bfloat16", float("nan"))
     return best
 
 
@@ -198,9 +204,10 @@ def onednn_bf16() -> Iterator[None]:
         conv.fp32_precision = before
 
 
-def runtimes(net: Any, example: Any, *, with_compile: bool, with_onnx: bool,
+def runtimes(net: Any, example: Any, *, with_compile: bool, with_onnx: bool, with_bf16: bool,
              workdir: Path, threads: int) -> dict[str, tuple[Callable[[Any], Any], float, str]]:
-    """``name -> (forward(x), seconds to prepare, note)`` for each runtime of ``net``."""
+    """``name -> (forward(x), seconds to prepare, note)`` for each runtime of ``net`` (the two bfloat16 ones
+    only ``with_bf16``)."""
     import copy
 
     import torch
@@ -243,6 +250,9 @@ def runtimes(net: Any, example: Any, *, with_compile: bool, with_onnx: bool,
         except Exception as err:  # noqa: BLE001 - an optional runtime: report it and go on
             print(f"onnxruntime skipped: {err.__class__.__name__}: {err}", file=sys.stderr)
 
+    if not with_bf16:
+        return out
+
     def bf16_autocast(x: Any) -> Any:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return net(x)
@@ -271,7 +281,8 @@ def network_part(stack: Any, sizes: Sequence[int], batches: Sequence[int], repea
             net(x)
         gflop_256 = counter.get_total_flops() / 1e9 * (256 / x.shape[-1]) ** 2
         forwards = runtimes(net, network_inputs(stack, 256, 1), with_compile=args.compile,
-                            with_onnx=not args.no_onnx, workdir=workdir, threads=args.threads)
+                            with_onnx=not args.no_onnx, with_bf16=args.with_bf16, workdir=workdir,
+                            threads=args.threads)
         reference_pps: dict[int, float] = {}
         for size in sizes:
             for batch in batches:
@@ -554,6 +565,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also torch.compile, at the first size and batch (minutes of compiling)")
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end part")
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                        help="the bfloat16 rows: auto (default) only where the CPU runs bfloat16 natively (AMX or "
+                        "AVX512-BF16; emulated, it was 95x slower than float32 on an AVX2 CPU)")
     parser.add_argument("--stem", default="speed_reference", help="output file names: STEM.md, STEM.csv")
     parser.add_argument("--quick", action="store_true", help="a smoke run: a 9 x 64 x 64 stack, 64 px, 1 repeat "
                         "(2 for the predictor); writes speed_reference_quick.*")
@@ -565,6 +579,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from zaugnet.tables import write_csv
 
     torch.set_num_threads(args.threads)
+    from zaugnet.training.trainer import bf16_autocast_supported
+
+    native_bf16 = bf16_autocast_supported(torch.device("cpu"))
+    args.with_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16)
     side = 64 if args.quick else 1024
     sizes = [64] if args.quick else args.sizes
     repeats = 1 if args.quick else args.repeats
@@ -575,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack_path = workdir / "stack.tif"
         stack = make_stack(stack_path, (9, side, side))
         print(f"convolution peak (load {load_average()})", file=sys.stderr, flush=True)
-        peak = conv_peak(args.threads, repeats)
+        peak = conv_peak(args.threads, repeats, args.with_bf16)
         print("network forward", file=sys.stderr, flush=True)
         rows = network_part(stack, sizes, args.batches, repeats, peak, args, workdir)
         print("predictor", file=sys.stderr, flush=True)
@@ -598,7 +616,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"load average (1 min) {load0} at the start, {load_average()} at the end; "
               f"{time.perf_counter() - started:.0f} s in all.", "",
               f"Convolution peak (best 3x3 conv of {', '.join(f'{c} ch at {s}^2' for c, s in PEAK_SHAPES)}): "
-              f"float32 {peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s.", "",
+              f"float32 {peak['float32']:.0f} GFLOP/s, bfloat16 "
+              + (f"{peak['bfloat16']:.0f} GFLOP/s." if args.with_bf16 else "not measured."), "",
+              f"bfloat16 on this CPU: {'native' if native_bf16 else 'emulated'} (torch's CPU capability "
+              f"{torch.backends.cpu.get_cpu_capability()}); the bfloat16 rows were "
+              f"{'run' if args.with_bf16 else 'skipped (--bf16 ' + args.bf16 + ')'}.", "",
               "The reference (the authors' generator) is not run: it has this student's architecture and FLOPs and "
               "ran at its speed (issue 19). Its figures here are this student run the reference's way: float32 "
               "eager, batch 1, the whole slice, no tiling (`REFERENCE MANNER` rows).", "",
