@@ -8,7 +8,10 @@ Usage::
                                 [-o benchmarks/results]
 
 ``--model NAME=SPEC`` (repeatable): NAME is a free row label, SPEC anything ``zaugnet predict --model``
-accepts (checkpoint ``.pt``, package folder, ``rdf.yaml`` or ``.zip``, URL, zoo id). Linear, Keys cubic and
+accepts (checkpoint ``.pt``, package folder, ``rdf.yaml`` or ``.zip``, URL, zoo id). Folds: ``--model
+NAME=SPEC@STACK,STACK`` scores that model on those stacks only (file names), and the same NAME given again
+with the other stacks makes one row label whose every stack is scored by a model that never trained on it
+(each stack exactly once; the speed part times the first). Linear, Keys cubic and
 the not-a-knot cubic spline along z are always included, and every gain is over the BEST of the three for
 that stack, factor and position (none of them wins everywhere).
 
@@ -54,7 +57,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +104,39 @@ def parse_model(text: str) -> tuple[str, str]:
     return name, spec
 
 
+def split_fold(spec: str) -> tuple[str, tuple[str, ...]]:
+    """``SPEC@STACK,STACK`` -> ``(SPEC, (STACK, STACK))``: the stacks (file names) that model is scored on; without
+    ``@`` (or when what follows the last ``@`` is not a list of TIFF names, e.g. in a URL), every stack: ``()``."""
+    head, sep, tail = spec.rpartition("@")
+    names = tuple(n.strip() for n in tail.split(","))
+    if sep and head and all(n.lower().endswith((".tif", ".tiff")) for n in names):
+        return head, names
+    return spec, ()
+
+
+def check_folds(models: Sequence[tuple[str, str]], stacks: Sequence[Path]) -> None:
+    """Each label is one model for every stack, or folds that score each stack exactly once.
+
+    Raises
+    ------
+    InputError
+        If a label repeats without folds, or its folds miss a stack, name one twice or name one not benchmarked.
+    """
+    names = [p.name for p in stacks]
+    for label in dict.fromkeys(name for name, _ in models):
+        folds = [split_fold(spec)[1] for name, spec in models if name == label]
+        if len(folds) == 1 and not folds[0]:
+            continue
+        if not all(folds):
+            raise InputError("--model", f"{label!r} is given twice; folds name their stacks (NAME=SPEC@STACK,...)")
+        scored = [n for fold in folds for n in fold]
+        for problem, which in (("names a stack not benchmarked", sorted(set(scored) - set(names))),
+                               ("scores a stack twice", sorted({n for n in scored if scored.count(n) > 1})),
+                               ("leaves a stack unscored", [n for n in names if n not in scored])):
+            if which:
+                raise InputError("--model", f"{label!r} {problem}: {', '.join(which)}")
+
+
 def default_stacks(folder: Path = SHARED_DATA) -> list[Path]:
     """The real stacks in ``folder`` the shipped models never saw (all but :data:`TRAINED_ON`).
 
@@ -116,28 +152,34 @@ def default_stacks(folder: Path = SHARED_DATA) -> list[Path]:
     return paths
 
 
-def load_methods(models: Sequence[tuple[str, str]], device: str, auto: bool = False) -> dict[str, Method]:
-    """Label -> method: the baselines, then each model loaded with ``load_interpolator`` (and, with
-    ``auto``, the model under ``--method auto`` as ``auto(NAME)``: its self-check runs on
-    the reduced stack, which is all a user would have)."""
+def load_methods(models: Sequence[tuple[str, str]], device: str,
+                 auto: bool = False) -> Callable[[str], dict[str, Method]]:
+    """Stack file name -> (label -> method): the baselines, then each label's model for that stack (its fold's,
+    see :func:`split_fold`), loaded once with ``load_interpolator`` (and, with ``auto``, that model under
+    ``--method auto`` as ``auto(NAME)``: its self-check runs on the reduced stack, which is all a user would
+    have)."""
     from zaugnet.export.load import load_interpolator
 
     from zaugnet.evaluate.selfcheck import AutoMethod
 
-    methods: dict[str, Method] = dict(BASELINES)
+    loaded: list[tuple[str, tuple[str, ...], Method, Method | None]] = []
     for name, spec in models:
-        if name in methods:
-            raise InputError("--model", f"the label {name!r} is given twice")
-        methods[name] = load_interpolator(spec, device=device, name=name)
-    if auto:
-        for name, _ in models:
-            checked = AutoMethod(methods[name], report=lambda text: None)  # type: ignore[arg-type]
-            methods[checked.name] = checked
-    return methods
+        source, stacks = split_fold(spec)
+        model = load_interpolator(source, device=device, name=name)
+        loaded.append((name, stacks, model, AutoMethod(model, report=lambda text: None) if auto else None))
+
+    def methods_for(stack: str) -> dict[str, Method]:
+        methods: dict[str, Method] = dict(BASELINES)
+        chosen = [(name, model, checked) for name, stacks, model, checked in loaded if not stacks or stack in stacks]
+        methods.update({name: model for name, model, _ in chosen})
+        methods.update({checked.name: checked for _, _, checked in chosen if checked is not None})
+        return methods
+
+    return methods_for
 
 
 # ------------------------------------------------------------------------------------ accuracy
-def accuracy_rows(stacks: Sequence[Path], methods: Mapping[str, Method],
+def accuracy_rows(stacks: Sequence[Path], methods: Callable[[str], Mapping[str, Method]],
                   factors: Sequence[int]) -> tuple[list[dict], list[str], list[dict]]:
     """Rows of :data:`zaugnet.evaluate.protocol.FIELDS` for every stack, method and factor.
 
@@ -146,7 +188,7 @@ def accuracy_rows(stacks: Sequence[Path], methods: Mapping[str, Method],
     stacks
         Ground-truth stacks (every time point and channel is a volume of its own).
     methods
-        Row label -> method.
+        Stack file name -> (row label -> method), e.g. :func:`load_methods`.
     factors
         Integers >= 2; :func:`~zaugnet.evaluate.protocol.evaluate_volume` scores factor 2 with every
         run, so factor 2 is computed once.
@@ -163,7 +205,6 @@ def accuracy_rows(stacks: Sequence[Path], methods: Mapping[str, Method],
     from zaugnet.evaluate.selfcheck import AutoMethod, judge_self_checks
     from zaugnet.io.tiff import read_stack
 
-    autos = [m for m in methods.values() if isinstance(m, AutoMethod)]
     checks: list[dict] = []
 
     wanted = sorted({int(f) for f in factors})
@@ -174,9 +215,11 @@ def accuracy_rows(stacks: Sequence[Path], methods: Mapping[str, Method],
         for path in stacks:
             stack = read_stack(path)
             descriptions.append(_describe(stack))
+            here = methods(path.name)
+            autos = [m for m in here.values() if isinstance(m, AutoMethod)]
             for f in runs:
                 bar.set_postfix_str(f"{path.name} x{f}")
-                for _, evaluation in evaluate_stack(stack, methods, f):
+                for _, evaluation in evaluate_stack(stack, here, f):
                     rows.extend(r for r in evaluation.rows if r["factor"] in wanted
                                 and (r["factor"] == f or (r["factor"] == 2 and f == runs[0])))
                     checks += [c for auto in autos for c in judge_self_checks(evaluation.rows, auto)
@@ -193,15 +236,17 @@ def self_check_markdown(checks: Sequence[dict]) -> str:
     costs = [float(c["cost_db"]) for c in checks]
     lines = ["## Self-check (`--method auto`)", "",
              (f"On each reduced stack (all a user has) the self-check holds slices out at twice and four times the "
-              f"spacing, predicts them with the model and with linear, cubic and spline interpolation, and chooses "
-              f"(`zaugnet.evaluate.selfcheck.choose`). Its choice was within 0.1 dB of the truly best of the four "
-              f"(on the benchmark's ground truth) in **{right} of {len(checks)}** cases; wrong choices cost "
+              f"spacing, predicts them with the model and with linear, cubic and spline interpolation, and chooses the "
+              f"model's weight in a mix with the best classical method (`zaugnet.evaluate.selfcheck.mix_weight`). "
+              f"Its output was within 0.1 dB of the truly best of the four, or above it (on the benchmark's ground "
+              f"truth) in **{right} of {len(checks)}** cases; wrong choices cost "
               f"{max(costs):.2f} dB at most, {float(np.mean(costs)):.2f} dB on average over all cases."), "",
-             "| stack | factor | model | choice | truly best | cost (dB) | model margin on the check (dB) | "
-             "true model margin (dB) | right |",
-             "|---|---:|---|---|---|---:|---:|---:|---|"]
+             "| stack | factor | model | choice | model weight | truly best | cost (dB) | model margin on the check "
+             "(dB) | true model margin (dB) | right |",
+             "|---|---:|---|---|---:|---|---:|---:|---:|---|"]
     for c in checks:
-        lines.append(f"| {c['stack']} | {c['factor']} | {c['model']} | {c['choice']} | {c['best']} | "
+        lines.append(f"| {c['stack']} | {c['factor']} | {c['model']} | {c['choice']} | "
+                     f"{_number(c['weight'], '.2f')} | {c['best']} | "
                      f"{_number(c['cost_db'], '.2f')} | {_number(c['check_margin_db'], '+.2f')} | "
                      f"{_number(c['true_margin_db'], '+.2f')} | {'yes' if c['right'] else 'no'} |")
     lines += ["", "Margins: the model minus the best classical method (at twice the spacing on the check)."]
@@ -250,7 +295,7 @@ def accuracy_markdown(rows: Sequence[dict], descriptions: Sequence[str], models:
               "interpolation of noise gives 0.5); \"overall\" is the mean over stacks."), "",
              "Stacks:", "", *(f"- {d}" for d in descriptions), "",
              "Methods: linear, cubic (Keys cubic convolution along z) and spline (not-a-knot cubic spline along z)"
-             + "".join(f"; {name} = `{spec}`" for name, spec in models) + ".", "",
+             + "".join(f"; {name} = {_described(spec)}" for name, spec in models) + ".", "",
              f"Command: `{command}`", ""]
     for factor in sorted({r["factor"] for r in table_rows}):
         header = ["stack", "method", *(title for _, title, _ in _ACCURACY_COLUMNS),
@@ -549,9 +594,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.output)
     try:
         models = [parse_model(m) for m in args.model]
-        labels = [name for name, _ in models]
-        if len(set(labels)) < len(labels):
-            raise InputError("--model", f"each model needs its own label, got {', '.join(labels)}")
         if args.threads:
             import torch
 
@@ -561,6 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in stacks:
                 if not path.is_file():
                     raise InputError(path, "stack not found")
+            check_folds(models, stacks)
             rows, descriptions, checks = accuracy_rows(stacks, load_methods(models, args.device, args.auto),
                                                        args.factors)
             write_csv([*rows, *summarize(rows)], out / "accuracy.csv", FIELDS)
@@ -569,12 +612,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             accuracy_figure(rows, out / "accuracy.png")
             print(text)
         if not args.skip_speed:
+            timed: dict[str, str] = {}  # label -> its first model (of its folds)
+            for name, spec in models:
+                timed.setdefault(name, split_fold(spec)[0])
             if not models:
                 print("speed: no --model given, nothing to time", file=sys.stderr)
             else:
-                rows = speed_rows(models, args.sizes, args.device, args.pairs, args.threads)
+                rows = speed_rows(list(timed.items()), args.sizes, args.device, args.pairs, args.threads)
                 write_csv(rows, out / "speed.csv", SPEED_FIELDS)
-                text = speed_markdown(rows, hardware_line(args.device, rows), models, command)
+                text = speed_markdown(rows, hardware_line(args.device, rows), list(timed.items()), command)
                 atomic_write_text(out / "speed.md", text)
                 speed_figure(rows, out / "speed.png")
                 print(text)
@@ -593,6 +639,12 @@ def _describe(stack: Any) -> str:
     voxel = (f", voxel {vs.z:g} x {vs.y:g} x {vs.x:g} {vs.unit} (z, y, x)"
              if None not in (vs.z, vs.y, vs.x) else "")
     return f"`{name}`: {shape} ({stack.axes}) {stack.data.dtype}{voxel}"
+
+
+def _described(spec: str) -> str:
+    """A ``--model`` SPEC in words: ``path``, or ``path`` on the stacks of its fold."""
+    source, stacks = split_fold(spec)
+    return f"`{source}`" + (f" (on {', '.join(stacks)})" if stacks else "")
 
 
 def _ordinal(n: int) -> str:

@@ -34,7 +34,7 @@ from zaugnet.atomic import atomic_write_text
 from zaugnet.evaluate.protocol import evaluate_volume
 from zaugnet.io.tiff import iter_volumes, read_stack
 from zaugnet.phantoms import simulate_stack
-from zaugnet.evaluate.selfcheck import MIN_TREND_SLICES, UNSURE_MARGIN_DB, choose
+from zaugnet.evaluate.selfcheck import MIN_TREND_SLICES
 from zaugnet.predict.baselines import BASELINES
 from zaugnet.tables import write_csv
 
@@ -75,10 +75,12 @@ def _mse(power: float) -> Rule:
 ModelRule = Callable[[Scores, Scores], str]
 
 
-def _model_rule(weight: float, margin: float, unsure: float = UNSURE_MARGIN_DB) -> ModelRule:
+def _model_rule(weight: float, margin: float, unsure: float = 0.5) -> ModelRule:
     """The model if its margin over the best classical method at 2x, and that margin plus ``weight`` times its
     change from 4x to 2x, both exceed ``margin`` (``unsure`` at 2x alone without the 4x check); else the best
-    classical method at 2x. ``weight`` 1, ``margin`` 0.2: the shipped rule (:func:`choose`)."""
+    classical method at 2x. ``weight`` 0.5, ``margin`` 0.2: the single-method rule ``--method auto`` used before it
+    mixed the model with the classical method (``zaugnet.evaluate.selfcheck.mix_weight``, which these PSNRs alone
+    cannot evaluate: ``benchmarks/models.py --auto`` measures it)."""
     def rule(c2: Scores, c4: Scores) -> str:
         best = max(BASELINES, key=lambda m: c2[m])
         m2 = c2["model"] - c2[best]
@@ -89,7 +91,7 @@ def _model_rule(weight: float, margin: float, unsure: float = UNSURE_MARGIN_DB) 
     return rule
 
 
-MODEL_RULES: dict[str, ModelRule] = {"choose (--method auto)": choose, "trend 1 / 0.2": _model_rule(1.0, 0.2),
+MODEL_RULES: dict[str, ModelRule] = {"trend 1 / 0.2": _model_rule(1.0, 0.2),
                                      "trend 0.5 / 0.2": _model_rule(0.5, 0.2),
                                      "trend 0.25 / 0.2": _model_rule(0.25, 0.2), "2x / 0.2": _model_rule(0.0, 0.2),
                                      "2x / 0.5": _model_rule(0.0, 0.5), "trend 0.5 / 0.5": _model_rule(0.5, 0.5)}

@@ -12,11 +12,11 @@ WORK=${1:-/tmp/zaugnet_shipped}
 BIN=.venv/bin
 DATA=../shared/data
 TRAIN=("$DATA/neubias_dna_conf_wf.tif" "$DATA/neubias_chromosomes.tif" "$DATA/deconwolf_dapi_001.tif")
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 for variant in zaugnet zaugnet+ zaugnet-c; do
   run=$(echo "$variant" | sed 's/+/_plus/; s/-c/_c/')
   recipe=bioimageio_models/recipes/$([ "$variant" = zaugnet+ ] && echo zaugnet_plus || echo shipped).yaml
-  $BIN/zaugnet train "${TRAIN[@]}" -o "$WORK/$run" --variant "$variant" --config "$recipe" --overwrite --quiet &
+  $BIN/zaugnet train "${TRAIN[@]}" -o "$WORK/$run" --variant "$variant" --config "$recipe" --threads 1 \
+    --overwrite --quiet &
 done
 wait
 for m in zaugnet zaugnet_plus zaugnet_c; do  # draft packages (the benchmark times their three runtimes)

@@ -299,7 +299,7 @@ def _augmentation_figure(before: Any, after: Any, method: Any, path: Path) -> No
     used = method if isinstance(method, str) else method.name
     if isinstance(method, AutoMethod):
         first = method.checks[0]
-        used += f" -> {first.model if first.choice == 'model' else first.choice} (self-check {first.margin:+.2f} dB)"
+        used += f" -> {first.used} (self-check {first.margin:+.2f} dB)"
     name = f"{before.path.name if before.path else 'stack'}{f' [{label}]' if label else ''}"
     vs_in, vs_out = before.voxel_size, after.voxel_size
     plot_z_augmentation(vol_in, vol_out, vs_in.z, vs_out.z, (vs_in.y, vs_in.x), path,
@@ -398,11 +398,12 @@ def _evaluate_into(out: Path, args: argparse.Namespace, stacks: list, methods: d
     if checks:
         write_csv(checks, out / "selfcheck.csv", JUDGEMENT_FIELDS)
         right = sum(c["right"] for c in checks)
-        text += (f"\n\nself-check (--method auto) chose a method within 0.1 dB of the truly best of the model, linear, "
-                 f"cubic and spline in {right} of {len(checks)} cases")
-        text += "".join(f"\n  {c['stack']} x{c['factor']}: chose {c['choice']}, best {c['best']} (cost "
-                        f"{c['cost_db']:.2f} dB); model over the best classical {c['check_margin_db']:+.2f} dB on the "
-                        f"check, {c['true_margin_db']:+.2f} dB in truth" for c in checks)
+        text += (f"\n\nself-check (--method auto) came within 0.1 dB of the truly best of the model, linear, "
+                 f"cubic and spline (or above it) in {right} of {len(checks)} cases")
+        text += "".join(f"\n  {c['stack']} x{c['factor']}: chose {c['choice']} (model weight {c['weight']:.2f}), "
+                        f"best {c['best']} (cost {c['cost_db']:.2f} dB); model over the best classical "
+                        f"{c['check_margin_db']:+.2f} dB on the check, {c['true_margin_db']:+.2f} dB in truth"
+                        for c in checks)
     return text
 
 

@@ -90,9 +90,9 @@ def test_benchmark_writes_accuracy_and_speed_for_every_method_and_runtime(
     assert " of 4** cases" in section  # two factors for each of two models
     judged = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in section.splitlines()
               if line.startswith(f"| {stack.name} | ") and line.split("|")[3].strip() == "zaugnet"]
-    assert [(j[1], j[3], j[4], j[8]) for j in judged] == [("2", "model", "model", "yes"),
-                                                           ("4", classical4, "model", "no")], judged
-    (_, _, _, _, _, cost2, margin2, true2, _), (_, _, _, _, _, cost4, margin4, true4, _) = judged
+    assert [(j[1], j[3], j[4], j[5], j[9]) for j in judged] == [("2", "model", "1.00", "model", "yes"),
+                                                                 ("4", classical4, "0.00", "model", "no")], judged
+    (*_, cost2, margin2, true2, _), (*_, cost4, margin4, true4, _) = judged
     assert float(cost2) == 0 and float(margin2) > 30 and float(true2) > 20, judged
     psnr4 = {m: float(_row(rows, stack.name, m, 4)["psnr_8bit"]) for m in ("zaugnet", classical4)}
     assert float(margin4) < -10 and float(true4) > 30, judged
@@ -131,3 +131,47 @@ def test_model_labels(tmp_path: Path) -> None:
     assert script.parse_model("runs/b/final.pt") == ("final", "runs/b/final.pt")
     with pytest.raises(ValueError, match="baseline"):
         script.parse_model("cubic=model.pt")
+
+
+def test_folds_score_each_stack_with_the_model_that_names_it(tiny_checkpoints: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    """One label, two folds: the copying model scores the staircase, the tiny ZAugNet the other stack; each stack's
+    row is exactly that model's own row when it is benchmarked alone."""
+    script = benchmark_script("models")
+    first, second = tmp_path / "staircase.tif", tmp_path / "other.tif"
+    write_stack(first, staircase(), "ZYX", VoxelSize(0.6, 0.2, 0.2))
+    write_stack(second, staircase()[::-1].copy(), "ZYX", VoxelSize(0.6, 0.2, 0.2))
+    copying = copying_checkpoint(tmp_path / "copy.pt")
+    args = ["--skip-speed", "--factors", "2", "--threads", "1"]
+    assert script.main(["--model", f"m={copying}@{first.name}", "--model",
+                        f"m={tiny_checkpoints['zaugnet']}@{second.name}", "--stacks", str(first), str(second),
+                        *args, "-o", str(tmp_path / "folds")]) == 0
+    for model, stack in ((copying, first), (tiny_checkpoints["zaugnet"], second)):
+        alone_dir = tmp_path / stack.stem
+        assert script.main(["--model", f"m={model}", "--stacks", str(stack), *args, "-o", str(alone_dir)]) == 0
+        alone = _row(_rows(alone_dir / "accuracy.csv"), stack.name, "m", 2)
+        assert _row(_rows(tmp_path / "folds" / "accuracy.csv"), stack.name, "m", 2) == alone
+    assert f"m = `{copying}` (on {first.name}); m = `{tiny_checkpoints['zaugnet']}` (on {second.name})" in (
+        tmp_path / "folds" / "accuracy.md").read_text()
+
+
+@pytest.mark.parametrize(("models", "problem"), [
+    (["m=a.pt", "m=b.pt"], "'m' is given twice; folds name their stacks"),
+    (["m=a.pt@x.tif", "m=b.pt"], "'m' is given twice; folds name their stacks"),
+    (["m=a.pt@x.tif"], "'m' leaves a stack unscored: y.tif"),
+    (["m=a.pt@x.tif,y.tif", "m=b.pt@y.tif"], "'m' scores a stack twice: y.tif"),
+    (["m=a.pt@x.tif,y.tif,z.tif"], "'m' names a stack not benchmarked: z.tif"),
+])
+def test_folds_that_do_not_score_each_stack_once_are_refused(models: list[str], problem: str) -> None:
+    script = benchmark_script("models")
+    with pytest.raises(ValueError, match=problem):
+        script.check_folds([script.parse_model(m) for m in models], [Path("x.tif"), Path("y.tif")])
+    script.check_folds([script.parse_model(m) for m in ("m=a.pt@x.tif", "m=b.pt@y.tif", "n=c.pt")],
+                       [Path("x.tif"), Path("y.tif")])
+
+
+def test_split_fold_reads_the_stacks_after_the_last_at_sign() -> None:
+    script = benchmark_script("models")
+    assert script.split_fold("runs/a/final.pt@x.tif, y.TIFF") == ("runs/a/final.pt", ("x.tif", "y.TIFF"))
+    assert script.split_fold("https://user@host/model.zip") == ("https://user@host/model.zip", ())
+    assert script.split_fold("runs/a/final.pt") == ("runs/a/final.pt", ())

@@ -17,6 +17,8 @@ from zaugnet.training.nets import (
 from zaugnet.evaluate.protocol import evaluate_volume
 from zaugnet.evaluate.selfcheck import (
     MIN_SLICES,
+    UNSURE_SHRINK,
+    WEIGHTS,
     AutoMethod,
     judge_self_checks,
     self_check,
@@ -154,33 +156,41 @@ def _classical_psnr(truth: np.ndarray, predicted: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("n", [13, 7])
-def test_self_check_picks_the_model_where_it_predicts_held_out_slices_far_better(n: int) -> None:
+def test_self_check_leans_on_the_model_where_it_predicts_held_out_slices_far_better(n: int) -> None:
     """Every kept slice is the ramp, so linear, cubic and spline all predict the ramp where the truth is its negative;
     the flip of the gap's min-max normalised inputs predicts 1200 - ramp, 100 off the truth everywhere (the volume's
     range is 1100): 20 log10(11) dB. With 13 slices the 4x check runs on volume[::2], all ramps, which every classical
-    method reproduces (at least 150 dB) and the flip gets wrong: the model's margin shrinks from far below 0 at 4x to
-    +15.7 dB at 2x, and extrapolated grows beyond any limit. With 7, only the 2x margin counts."""
+    method reproduces (at least 150 dB) and the flip gets wrong: the mix's gain shrinks from far below 0 at 4x to
+    far above it at 2x, and extrapolated grows beyond any limit, so the best mix at 2x is used: the flip alone, which
+    beats every mix with the ramp on the held-out slices (each tried here). With 7, only the 2x check counts, and the
+    flip's weight is halved."""
     volume = _alternating(n)
     check = self_check(volume, ModelInterpolator(_Flip(), "zaugnet", name="flip"))
-    classical = _classical_psnr(volume, volume[0])
+    ramp = volume[0]
+    classical = _classical_psnr(volume, ramp)
     assert check.n_held_out == (n - 1) // 2 and check.psnr2["model"] == pytest.approx(20 * np.log10(11), abs=1e-4)
     for method in ("linear", "cubic", "spline"):
         assert check.psnr2[method] == pytest.approx(classical, abs=1e-4) and classical < 6
     assert check.margin == pytest.approx(20 * np.log10(11) - classical, abs=1e-4)
+    by_hand = [_classical_psnr(volume, w * (1200 - ramp) + (1 - w) * ramp) for w in WEIGHTS]
+    assert int(np.argmax(by_hand)) == len(WEIGHTS) - 1 and all(np.diff(by_hand) > 0)
     if n >= 9:
-        flip_at_4x = _classical_psnr(np.stack([volume[0]] * 7), 1200 - volume[0])  # volume[::2]: 7 ramps
+        flip_at_4x = _classical_psnr(np.stack([ramp] * 7), 1200 - ramp)  # volume[::2]: 7 ramps
         assert check.psnr4["model"] == pytest.approx(flip_at_4x, abs=1e-4) and flip_at_4x < 5
         assert min(check.psnr4[m] for m in ("linear", "cubic", "spline")) > 150
-        assert check.trend_margin > 100 and "at twice / four times the spacing (6 at twice;" in check.message()
+        assert "at twice / four times the spacing (6 at twice;" in check.message()
+        assert (check.weight, check.choice) == (1.0, "model") and check.message().endswith("; using flip")
     else:
         assert check.psnr4 == {} and "at twice the spacing (3 at twice;" in check.message()
-    assert check.choice == "model" and check.message().endswith("clearly better; using flip")
-    assert "not clearly" not in check.message()
+        assert (check.weight, check.choice) == (UNSURE_SHRINK, "mix")
+        assert check.message().endswith(f"; using {UNSURE_SHRINK:.2f} flip + {1 - UNSURE_SHRINK:.2f} "
+                                        f"{check.best_classical}")  # the three tie: whichever rounds highest
 
 
 def test_auto_method_reports_and_uses_its_choice_per_volume() -> None:
-    """One AutoMethod, two volumes: the alternating one (the flip is right, see above) and one whose every column is
-    a cubic in z (the not-a-knot spline reproduces it; the flip is far off): the model, then spline interpolation."""
+    """One AutoMethod, three volumes: the alternating one (the flip is right, see above), one whose every column is
+    a cubic in z (the not-a-knot spline reproduces it; the flip is far off) and the first 7 slices of the alternating
+    one (no trend: half the flip, half a classical method): the model, spline interpolation, a mix."""
     messages: list[str] = []
     flip = ModelInterpolator(_Flip(), "zaugnet", name="flip")
     auto = AutoMethod(flip, report=messages.append)
@@ -192,10 +202,17 @@ def test_auto_method_reports_and_uses_its_choice_per_volume() -> None:
                                   interpolate_volume(alternating, positions, flip))
     np.testing.assert_array_equal(interpolate_volume(cubic_in_z, positions, auto),
                                   interpolate_axial(cubic_in_z, positions, "spline"))
-    assert [c.choice for c in auto.checks] == ["model", "spline"] and [c.volume for c in auto.checks] == [
-        "volume 1", "volume 2"]
+    short, positions = alternating[:7], plan_factor(7, 2)
+    mixed = interpolate_volume(short, positions, auto)
+    classical = auto.checks[2].best_classical  # the three tie on the check (see above): whichever rounds highest
+    expected = (interpolate_volume(short, positions, flip) + interpolate_axial(short, positions, classical)) / 2
+    np.testing.assert_allclose(mixed, expected, rtol=0, atol=1e-3)
+    np.testing.assert_array_equal(mixed[::2], short)  # the input slices, exactly
+    assert [c.choice for c in auto.checks] == ["model", "spline", "mix"]
+    assert [c.volume for c in auto.checks] == ["volume 1", "volume 2", "volume 3"]
     assert messages == [c.message() for c in auto.checks]
     assert messages[0].endswith("using flip") and messages[1].endswith("using spline interpolation")
+    assert messages[2].endswith(f"using 0.50 flip + 0.50 {classical}")
     assert self_check(alternating[:MIN_SLICES - 1], flip).choice == "linear"
 
 
@@ -308,4 +325,4 @@ def test_a_model_exact_on_every_held_out_slice_wins_the_self_check() -> None:
     assert all(check.psnr2[m] == pytest.approx(classical, abs=1e-6) for m in CLASSICAL)
     assert all(check.psnr4[m] == np.inf for m in CLASSICAL)  # small integers, unchanged along z: exactly
     assert check.psnr4["model"] == pytest.approx(_classical_psnr(np.stack([ramp] * 5), 16 - ramp), abs=1e-6)
-    assert check.choice == "model" and check.message().endswith("clearly better; using flip")
+    assert check.choice == "model" and check.weight == 1.0 and check.message().endswith("; using flip")

@@ -27,7 +27,7 @@ from zaugnet.predict.plan import (
     plan_relative,
     plan_spacing,
 )
-from zaugnet.predict.volume import augment_stack, interpolate_volume, to_dtype
+from zaugnet.predict.volume import Blend, augment_stack, interpolate_volume, to_dtype
 
 # --- real (hand-weighted) networks ---------------------------------------------------------------
 
@@ -247,6 +247,19 @@ def test_linear_by_hand(constant_slices: np.ndarray) -> None:
     out = interpolate_volume(constant_slices, np.array([0, 0.5, 1 + 1 / 3, 2.75, 4]), "linear")
     assert out.dtype == np.float32 and out.shape == (5, 3, 4)
     np.testing.assert_allclose(out[:, 0, 0], [0, 5, 20, 25, 5], rtol=1e-6)
+
+
+def test_a_blend_mixes_the_model_and_the_classical_method_by_hand(constant_slices: np.ndarray) -> None:
+    """A 'model' returning the slice before the gap, mixed 1/4 with linear interpolation (3/4): at 0.5 between 0 and
+    10, 0.25 * 0 + 0.75 * 5; the input slices stay exact."""
+    class Before(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, 0:1]
+
+    blend = Blend(ModelInterpolator(Before(), "zaugnet", normalization="none", name="before"), "linear", 0.25)
+    out = interpolate_volume(constant_slices, np.array([0, 0.5, 1.5, 2, 3.5]), blend)
+    np.testing.assert_allclose(out[:, 0, 0], [0, 3.75, 10 * 0.25 + 25 * 0.75, 40, 20 * 0.25 + 12.5 * 0.75], rtol=1e-6)
+    assert out[0, 0, 0] == 0 and out[3, 0, 0] == 40 and blend.name == "0.25 before + 0.75 linear"
 
 
 def test_cubic_by_hand(constant_slices: np.ndarray) -> None:

@@ -15,10 +15,12 @@ from zaugnet.evaluate.selfcheck import (
     FALLBACK,
     MIN_SLICES,
     MIN_TREND_SLICES,
+    UNSURE_SHRINK,
+    WEIGHTS,
     AutoMethod,
     SelfCheck,
-    choose,
     judge_self_checks,
+    mix_weight,
     self_check,
 )
 from zaugnet.predict.baselines import interpolate_axial
@@ -103,8 +105,8 @@ def test_a_stack_of_cubics_in_z_is_left_to_the_spline() -> None:
         assert scores["cubic"] < scores["spline"] - 20
     assert check.choice == "spline" and check.best_classical == "spline"
     assert check.margin < -100  # the model's 2x score (below 20 dB) minus the spline's (above 120)
-    assert "zero " in check.message() and " dB over spline, " in check.message()
-    assert check.message().endswith("extrapolated to the real spacing: not clearly better; using spline interpolation")
+    assert "zero " in check.message() and " dB over spline; " in check.message()
+    assert check.message().endswith("; no mix with zero beats spline alone; using spline interpolation")
     messages: list[str] = []
     auto = AutoMethod(zero, report=messages.append)
     positions = plan_factor(len(volume), 2)
@@ -137,7 +139,7 @@ def test_noisy_copies_of_one_image_are_left_to_linear_interpolation() -> None:
         assert hand["linear"] > max(hand["cubic"], hand["spline"], hand["copy"]) + 0.2
     assert check.choice == "linear" and check.best_classical == "linear"
     assert check.margin == pytest.approx(hand2["copy"] - hand2["linear"], abs=1e-3) and check.margin < -1
-    assert check.message().endswith("not clearly better; using linear interpolation")
+    assert check.message().endswith("; using linear interpolation") and "beats linear alone" in check.message()
     positions = plan_factor(len(volume), 2)
     out = interpolate_volume(volume, positions, AutoMethod(_net(_Copy(), "copy"), report=lambda text: None))
     np.testing.assert_array_equal(out, interpolate_axial(volume, positions, "linear"))
@@ -151,7 +153,7 @@ def test_too_few_slices_are_not_checked_and_get_linear_interpolation(n: int) -> 
     assert auto.resolve(volume) == "linear" == FALLBACK
     (check,) = auto.checks
     assert (check.choice, check.n_held_out, dict(check.psnr2), dict(check.psnr4)) == ("linear", 0, {}, {})
-    assert math.isnan(check.margin) and math.isnan(check.trend_margin)
+    assert math.isnan(check.margin) and check.weight == 0.0
     assert messages == [f"self-check volume 1: {n} slices, fewer than the 5 the check needs, nothing to check; "
                         "using linear interpolation"]
 
@@ -182,54 +184,63 @@ def _s(model: float, linear: float, cubic: float, spline: float) -> dict[str, fl
     return {"model": model, "linear": linear, "cubic": cubic, "spline": spline}
 
 
-@pytest.mark.parametrize(("psnr2", "psnr4", "expected"), [
-    # the model wins by 0.5 dB at 2x (over spline) but by 1.25 at 4x (over linear there): extrapolated to the real
-    # spacing 0.5 + (0.5 - 1.25) / 2 = 0.125 <= 0.2; the classical choice is the best at 2x (spline), not at 4x (linear)
-    pytest.param(_s(30.5, 29.0, 29.5, 30.0), _s(27.25, 26.0, 25.5, 25.0), "spline", id="margin-shrinking-fast"),
-    # 0.5 dB at 2x, 0.875 at 4x: 0.5 + (0.5 - 0.875) / 2 = 0.3125 > 0.2 (a full linear extrapolation, 0.125, refused it)
-    pytest.param(_s(30.5, 29.0, 29.5, 30.0), _s(27.0, 26.125, 25.5, 25.0), "model", id="margin-shrinking-by-half"),
-    pytest.param(_s(30.5, 29.0, 29.5, 30.0), _s(26.75, 26.0, 25.5, 25.0), "model", id="margin-shrinking-slowly"),
-    # 0.3 dB at 2x, 0.1 dB at 4x: growing as the spacing shrinks (extrapolated 0.4): min(0.3, 0.4) > 0.2
-    pytest.param(_s(30.3, 29.0, 30.0, 29.5), _s(26.1, 25.0, 26.0, 25.5), "model", id="margin-0.3-growing"),
-    # growing fast (from -1 dB at 4x), but only 0.15 dB at 2x
-    pytest.param(_s(30.15, 29.0, 30.0, 29.5), _s(25.0, 24.0, 26.0, 25.5), "cubic", id="margin-0.15-growing"),
-    pytest.param(_s(30.0, 30.0, 29.0, 28.0), _s(25.0, 25.0, 24.0, 23.0), "linear", id="tie"),
-    pytest.param(_s(28.0, 29.0, 30.0, 31.0), _s(30.0, 29.0, 28.0, 27.0), "spline", id="model-worse-at-2x"),
-    # without the trend (5 to 8 slices) the model needs 0.5 dB at twice the spacing
-    pytest.param(_s(30.4, 30.0, 29.0, 28.0), {}, "linear", id="no-trend-margin-0.4"),
-    pytest.param(_s(30.6, 30.0, 29.0, 28.0), {}, "model", id="no-trend-margin-0.6"),
-    pytest.param(_s(30.4, 30.0, 29.0, 28.0), _s(26.4, 26.0, 25.0, 24.0), "model", id="trend-margin-0.4"),
-    # an exact model (PSNR inf) wins, whatever the trend
-    pytest.param(_s(INF, 30.0, 29.0, 28.0), {}, "model", id="exact-no-trend"),
-    pytest.param(_s(INF, 30.0, 29.0, 28.0), _s(INF, 26.0, 25.0, 24.0), "model", id="exact-at-2x-and-4x"),
-    pytest.param(_s(INF, 30.0, 29.0, 28.0), _s(20.0, 26.0, 25.0, 24.0), "model", id="exact-at-2x-only"),
-    # ... unless a classical method is exact too: not better, so classical
-    pytest.param(_s(INF, 30.0, 29.0, INF), _s(INF, 26.0, 25.0, INF), "spline", id="exact-tie"),
-    pytest.param(_s(NAN, 30.0, 31.0, 28.0), {}, "cubic", id="nan-model-no-trend"),
-    pytest.param(_s(NAN, 30.0, 31.0, 28.0), _s(NAN, 26.0, 25.0, 24.0), "cubic", id="nan-model"),
-    pytest.param({"linear": 30.0, "cubic": 31.0, "spline": 28.0}, {}, "cubic", id="no-model-score"),
+def _mix(alone: float, peak: float, gain: float) -> tuple[float, ...]:
+    """PSNR of each mix of WEIGHTS: ``alone`` for the classical method alone (weight 0), a parabola peaking ``gain``
+    dB above it at weight ``peak``."""
+    return tuple(alone + gain * (1 - ((w - peak) / peak) ** 2) for w in WEIGHTS)
+
+
+@pytest.mark.parametrize(("mix2", "mix4", "expected"), [
+    # the best mix (weight 0.6) gains 0.5 dB at 2x and at 4x: extrapolated 0.5 > 0.2
+    pytest.param(_mix(30.0, 0.6, 0.5), _mix(26.0, 0.6, 0.5), 0.6, id="mix-steady"),
+    # 0.5 dB at 2x, 1.25 at 4x: extrapolated to the real spacing 0.5 + (0.5 - 1.25) / 2 = 0.125 <= 0.2
+    pytest.param(_mix(30.0, 0.6, 0.5), _mix(26.0, 0.6, 1.25), 0.0, id="gain-shrinking-fast"),
+    # 0.5 dB at 2x, 0.875 at 4x: 0.5 + (0.5 - 0.875) / 2 = 0.3125 > 0.2 (a full linear extrapolation, 0.125, refuses)
+    pytest.param(_mix(30.0, 0.6, 0.5), _mix(26.0, 0.6, 0.875), 0.6, id="gain-shrinking-by-half"),
+    # the 4x gain is read at the 2x weight (0.6), where that parabola (peak 0.3) gives 0
+    pytest.param(_mix(30.0, 0.6, 0.3), _mix(26.0, 0.3, 2.0), 0.6, id="4x-read-at-the-2x-weight"),
+    pytest.param(_mix(30.0, 0.6, 0.15), _mix(26.0, 0.6, -1.0), 0.0, id="gain-0.15-growing"),
+    pytest.param(_mix(30.0, 1.0, 0.5), _mix(26.0, 1.0, 0.5), 1.0, id="the-model-alone"),
+    pytest.param(tuple(30.0 - w for w in WEIGHTS), _mix(26.0, 1.0, 3.0), 0.0, id="the-classical-method-alone"),
+    pytest.param((30.0,) * len(WEIGHTS), (26.0,) * len(WEIGHTS), 0.0, id="tie"),
+    # without the trend (5 to 8 slices): 0.1 dB needed at twice the spacing, and the weight halved
+    pytest.param(_mix(30.0, 0.6, 0.4), (), UNSURE_SHRINK * 0.6, id="no-trend-gain-0.4"),
+    pytest.param(_mix(30.0, 0.6, 0.08), (), 0.0, id="no-trend-gain-0.08"),
+    # no evidence from 4x (the model's 4x score NaN): as without the trend
+    pytest.param(_mix(30.0, 0.6, 0.3), (26.0,) + (NAN,) * (len(WEIGHTS) - 1), UNSURE_SHRINK * 0.6, id="nan-at-4x"),
+    # an exact model (PSNR inf) wins, whatever the trend ...
+    pytest.param((30.0,) * (len(WEIGHTS) - 1) + (INF,), (), 1.0, id="exact-no-trend"),
+    pytest.param((30.0,) * (len(WEIGHTS) - 1) + (INF,), (26.0,) * len(WEIGHTS), 1.0, id="exact-at-2x-only"),
+    # ... unless a classical method is exact too: classical
+    pytest.param((INF,) * len(WEIGHTS), (INF,) * len(WEIGHTS), 0.0, id="exact-tie"),
+    pytest.param((30.0,) + (NAN,) * (len(WEIGHTS) - 1), (), 0.0, id="no-model-score"),
 ])
-def test_choose_applies_the_rule_to_the_check_s_scores(psnr2: dict, psnr4: dict, expected: str) -> None:
-    assert choose(psnr2, psnr4) == expected
+def test_mix_weight_applies_the_rule_to_the_check_s_scores(mix2: tuple, mix4: tuple, expected: float) -> None:
+    assert mix_weight(mix2, mix4) == pytest.approx(expected, abs=1e-12)
 
 
-def test_choose_does_not_take_a_model_whose_4x_score_is_nan_on_a_0_3_db_margin() -> None:
-    assert choose(_s(30.3, 29.0, 30.0, 29.5), _s(NAN, 25.0, 26.0, 25.5)) == "cubic"
+def test_the_weights_run_from_the_classical_method_to_the_model_in_steps_of_0_05() -> None:
+    assert WEIGHTS[0] == 0.0 and WEIGHTS[-1] == 1.0 and len(WEIGHTS) == 21 and 0.6 in WEIGHTS
 
 
 def test_self_check_properties_follow_the_scores() -> None:
     check = SelfCheck("v", "net", 4, _s(30.5, 29.0, 29.5, 30.0), _s(0.9, 0.8, 0.8, 0.8), _s(27.25, 26.0, 25.5, 25.0),
-                      "spline")
-    assert (check.best_classical, check.margin, check.trend_margin) == ("spline", 0.5, 0.125)
+                      _mix(30.0, 0.6, 0.5), _mix(25.5, 0.6, 0.875))
+    assert (check.best_classical, check.margin, check.weight, check.choice) == ("spline", 0.5, 0.6, "mix")
+    assert check.used == "0.60 net + 0.40 spline"
     assert check.message() == (
         "self-check v: held-out slices predicted at twice / four times the spacing (4 at twice; PSNR dB, 8-bit "
         "scale): net 30.50 / 27.25, linear 29.00 / 26.00, cubic 29.50 / 25.50, spline 30.00 / 25.00; net +0.50 dB "
-        "over spline, +0.12 dB extrapolated to the real spacing: not clearly better; using spline interpolation")
-    alone = SelfCheck("v", "net", 2, _s(30.625, 30.0, 29.0, 28.0), _s(0.9, 0.8, 0.8, 0.8), {}, "model")
-    assert (alone.best_classical, alone.margin, math.isnan(alone.trend_margin)) == ("linear", 0.625, True)
+        "over spline; best mix 0.60 net (+0.50 dB at twice the spacing, +0.31 extrapolated to the real spacing); "
+        "using 0.60 net + 0.40 spline")
+    refused = SelfCheck("v", "net", 4, check.psnr2, check.ssim2, check.psnr4, _mix(30.0, 0.6, 0.5),
+                        _mix(25.5, 0.6, 1.25))
+    assert (refused.weight, refused.choice, refused.used) == (0.0, "spline", "spline interpolation")
+    alone = SelfCheck("v", "net", 2, _s(30.625, 30.0, 29.0, 28.0), _s(0.9, 0.8, 0.8, 0.8), {}, _mix(30.0, 1.0, 0.625))
+    assert (alone.best_classical, alone.margin, alone.weight, alone.choice) == ("linear", 0.625, 0.5, "mix")
     assert alone.message().endswith("at twice the spacing (2 at twice; PSNR dB, 8-bit scale): net 30.62, linear "
-                                    "30.00, cubic 29.00, spline 28.00; net +0.62 dB over linear: clearly better; "
-                                    "using net")
+                                    "30.00, cubic 29.00, spline 28.00; net +0.62 dB over linear; best mix 1.00 net "
+                                    "(+0.62 dB at twice the spacing); using 0.50 net + 0.50 linear")
 
 
 # ------------------------------------------------------------------ judging the choice against the truth
@@ -245,7 +256,14 @@ def _rows(stack: str, true: dict[int, dict[str, float]]) -> list[dict]:
 
 
 def _check(choice: str, psnr2: dict[str, float], n_held_out: int = 4) -> SelfCheck:
-    return SelfCheck("volume 1", "net", n_held_out, psnr2, dict.fromkeys(psnr2, 0.5), {}, choice)
+    """A check whose rule chose ``choice``: the model (mixes scoring ever better towards it, at 2x and 4x) or a
+    classical method (ever worse), raised to the best of ``psnr2`` if it is not."""
+    mix = _mix(30.0, 1.0, 1.0) if choice == "model" else tuple(30.0 - w for w in WEIGHTS)
+    if choice != "model" and psnr2[choice] < max(psnr2.values()):
+        psnr2 = {**psnr2, choice: max(psnr2.values()) + 0.5}
+    check = SelfCheck("volume 1", "net", n_held_out, psnr2, dict.fromkeys(psnr2, 0.5), dict(psnr2), mix, mix)
+    assert check.choice == choice
+    return check
 
 
 def _true(net: float, linear: float, cubic: float, spline: float) -> dict[str, float]:

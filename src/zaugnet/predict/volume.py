@@ -7,12 +7,14 @@ A method turns a (Z, Y, X) volume and z positions (:mod:`.plan`) into slices:
   factor 2^k by k passes of midpoint prediction; ZAugNet+ predicts every position directly from its two
   bracketing input slices, with the relative position in the DPM channel; ZAugNet-C does the same
   from the K slices around the gap (at the first and last gaps the edge slice is repeated);
+- a :class:`Blend`: a model's slices and a classical method's, mixed with a fixed weight;
 - anything with a ``resolve(volume)`` method (:class:`Resolvable`), which returns one of the above for
   that volume: ``--method auto`` (:class:`zaugnet.evaluate.selfcheck.AutoMethod`) runs the self-check.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, Union, runtime_checkable
 
 import numpy as np
@@ -26,18 +28,33 @@ from .interpolator import ModelInterpolator
 from .plan import ZPlan, check_positions, midpoint_passes
 
 
+@dataclass(frozen=True)
+class Blend:
+    """``weight`` x the model's slices + (1 - ``weight``) x the classical method's (``weight`` in (0, 1)): the
+    classical estimate moved part of the way towards the model's, as far as the self-check found it helps."""
+
+    model: ModelInterpolator
+    classical: str
+    weight: float
+
+    @property
+    def name(self) -> str:
+        """E.g. ``0.75 zaugnet+ + 0.25 linear``."""
+        return f"{self.weight:.2f} {self.model.name} + {1 - self.weight:.2f} {self.classical}"
+
+
 @runtime_checkable
 class Resolvable(Protocol):
     """A method that picks, per volume, the method to use (e.g. by a self-check on the volume)."""
 
     name: str
 
-    def resolve(self, volume: np.ndarray) -> str | ModelInterpolator:
-        """The method for ``volume``: a baseline's name or a model."""
+    def resolve(self, volume: np.ndarray) -> str | ModelInterpolator | Blend:
+        """The method for ``volume``: a baseline's name, a model or a blend of the two."""
 
 
 #: What :func:`interpolate_volume` accepts as a method.
-Method = Union[str, ModelInterpolator, Resolvable]
+Method = Union[str, ModelInterpolator, Blend, Resolvable]
 
 
 def _pairs_in_batches(volume: np.ndarray, gaps: np.ndarray, z: np.ndarray, model: ModelInterpolator,
@@ -69,6 +86,12 @@ def interpolate_volume(volume: np.ndarray, positions: np.ndarray, method: Method
     pos = check_positions(positions, n)
     if isinstance(method, Resolvable):
         method = method.resolve(volume)
+    if isinstance(method, Blend):
+        out = method.weight * interpolate_volume(volume, pos, method.model, progress=progress)
+        out += (1 - method.weight) * interpolate_volume(volume, pos, method.classical)
+        on_slice = exact(pos - np.round(pos))
+        out[on_slice] = volume[np.round(pos[on_slice]).astype(int)]  # exact, whatever the rounding of the mix
+        return out
     if isinstance(method, str):
         if method not in BASELINES:
             raise InputError("--method", f"unknown method {method!r}; choose from {', '.join(BASELINES)}")
