@@ -114,21 +114,24 @@ def split_fold(spec: str) -> tuple[str, tuple[str, ...]]:
     return spec, ()
 
 
-def check_folds(models: Sequence[tuple[str, str]], stacks: Sequence[Path]) -> None:
-    """Each label is one model for every stack, or folds that score each stack exactly once.
+def check_folds(models: Sequence[tuple[str, str]], stacks: Sequence[Path] | None) -> None:
+    """Each label is one model for every stack, or folds that score each of ``stacks`` exactly once (``None``: the
+    stacks are not known, only repeated labels are checked).
 
     Raises
     ------
     InputError
         If a label repeats without folds, or its folds miss a stack, name one twice or name one not benchmarked.
     """
-    names = [p.name for p in stacks]
     for label in dict.fromkeys(name for name, _ in models):
         folds = [split_fold(spec)[1] for name, spec in models if name == label]
         if len(folds) == 1 and not folds[0]:
             continue
         if not all(folds):
             raise InputError("--model", f"{label!r} is given twice; folds name their stacks (NAME=SPEC@STACK,...)")
+        if stacks is None:
+            continue
+        names = [p.name for p in stacks]
         scored = [n for fold in folds for n in fold]
         for problem, which in (("names a stack not benchmarked", sorted(set(scored) - set(names))),
                                ("scores a stack twice", sorted({n for n in scored if scored.count(n) > 1})),
@@ -594,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.output)
     try:
         models = [parse_model(m) for m in args.model]
+        check_folds(models, None)
         if args.threads:
             import torch
 

@@ -168,6 +168,9 @@ def test_folds_that_do_not_score_each_stack_once_are_refused(models: list[str], 
         script.check_folds([script.parse_model(m) for m in models], [Path("x.tif"), Path("y.tif")])
     script.check_folds([script.parse_model(m) for m in ("m=a.pt@x.tif", "m=b.pt@y.tif", "n=c.pt")],
                        [Path("x.tif"), Path("y.tif")])
+    script.check_folds([script.parse_model("m=a.pt@x.tif")], None)  # stacks unknown (--skip-accuracy): no coverage
+    with pytest.raises(ValueError, match="'m' is given twice"):
+        script.check_folds([script.parse_model(m) for m in ("m=a.pt", "m=b.pt")], None)
 
 
 def test_split_fold_reads_the_stacks_after_the_last_at_sign() -> None:
