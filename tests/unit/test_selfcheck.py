@@ -219,10 +219,6 @@ def test_mix_weight_applies_the_rule_to_the_check_s_scores(mix2: tuple, mix4: tu
     assert mix_weight(mix2, mix4) == pytest.approx(expected, abs=1e-12)
 
 
-def test_the_weights_run_from_the_classical_method_to_the_model_in_steps_of_0_05() -> None:
-    assert WEIGHTS[0] == 0.0 and WEIGHTS[-1] == 1.0 and len(WEIGHTS) == 21 and 0.6 in WEIGHTS
-
-
 def test_self_check_properties_follow_the_scores() -> None:
     check = SelfCheck("v", "net", 4, _s(30.5, 29.0, 29.5, 30.0), _s(0.9, 0.8, 0.8, 0.8), _s(27.25, 26.0, 25.5, 25.0),
                       _mix(30.0, 0.6, 0.5), _mix(25.5, 0.6, 0.875))

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..predict.baselines import BASELINES
 from ..predict.interpolator import ModelInterpolator
-from ..predict.volume import Blend
+from ..predict.volume import Blend, mix_label
 from .metrics import psnr, to_8bit
 from .protocol import evaluate_volume
 
@@ -113,7 +113,7 @@ class SelfCheck:
         ``"linear interpolation"``."""
         w = self.weight
         return {1.0: self.model, 0.0: f"{self.choice} interpolation"}.get(
-            w, f"{w:.2f} {self.model} + {1 - w:.2f} {self.best_classical}")
+            w, mix_label(w, self.model, self.best_classical))
 
     def message(self) -> str:
         """One line for the user: the figures, the choice and why."""

@@ -28,6 +28,11 @@ from .interpolator import ModelInterpolator
 from .plan import ZPlan, check_positions, midpoint_passes
 
 
+def mix_label(weight: float, model: str, classical: str) -> str:
+    """How a mix is named to users: ``0.75 zaugnet+ + 0.25 linear``."""
+    return f"{weight:.2f} {model} + {1 - weight:.2f} {classical}"
+
+
 @dataclass(frozen=True)
 class Blend:
     """``weight`` x the model's slices + (1 - ``weight``) x the classical method's (``weight`` in (0, 1)): the
@@ -39,8 +44,8 @@ class Blend:
 
     @property
     def name(self) -> str:
-        """E.g. ``0.75 zaugnet+ + 0.25 linear``."""
-        return f"{self.weight:.2f} {self.model.name} + {1 - self.weight:.2f} {self.classical}"
+        """E.g. ``0.75 zaugnet+ + 0.25 linear`` (:func:`mix_label`)."""
+        return mix_label(self.weight, self.model.name, self.classical)
 
 
 @runtime_checkable
