@@ -85,6 +85,19 @@ def test_stages_end_in_leaky_relu_and_the_deconvolver_is_fed_the_denoised() -> N
     assert torch.allclose(net.denoiser(x), torch.full_like(x, -0.2))
 
 
+def test_a_positive_network_clamps_the_deconvolved_output_only_and_scripts() -> None:
+    torch.manual_seed(0)
+    net = ZSDeconvNet3D(TINY_UNET.model_copy(update={"positive": True})).eval()
+    x = torch.randn(1, 1, 4, 16, 16)
+
+    denoised, deconvolved = net(x)
+
+    unclamped = net.deconvolver.stage(denoised)
+    assert float(unclamped.min()) < 0 and float(denoised.min()) < 0  # the denoiser is not clamped
+    torch.testing.assert_close(deconvolved, torch.relu(unclamped))
+    torch.testing.assert_close(torch.jit.script(net.deconvolver)(denoised), deconvolved)  # as the packages hold it
+
+
 def test_a_network_of_the_wrong_shape_is_refused() -> None:
     with pytest.raises(ValueError, match=r"\(B, 1, Z, Y, X\)"):
         ZSDeconvNet3D(TINY)(torch.rand(1, 2, 4, 8, 8))

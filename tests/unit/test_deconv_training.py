@@ -23,7 +23,8 @@ from zaugnet.training.deconv.data import (
     training_psf,
     validation_windows,
 )
-from zaugnet.training.deconv.losses import DeconvLoss, combine, loss_terms
+from zaugnet.training.deconv.losses import DeconvLoss, combine, loss_terms, swap_pairs
+from zaugnet.training.deconv.nets import ZSDeconvNet3D
 from zaugnet.training.deconv.trainer import DeconvTrainer
 
 from zaugnet.deconv.forward import FFTConvolver, convolve_fft, split_odd_even
@@ -170,6 +171,70 @@ def test_noise_free_constant_data_scores_zero_and_weights_combine_by_hand() -> N
                                              "hessian": 5.0}.items()}
     cfg = DeconvTrainConfig(mu=0.25, gamma=0.5, lam=0.1)
     assert float(combine(known, cfg)) == pytest.approx(0.25 * (1 + 0.5 * 2) + 0.75 * (3 + 0.5 * 4 + 0.1 * 5))
+    known["negative"] = torch.tensor(6.0)  # counts for a clamped deconvolver only
+    assert float(combine(known, cfg)) == pytest.approx(0.25 * (1 + 0.5 * 2) + 0.75 * (3 + 0.5 * 4 + 0.1 * 5))
+    assert float(combine(known, cfg, clamped=True)) == pytest.approx(
+        0.25 * (1 + 0.5 * 2) + 0.75 * (3 + 0.5 * 4 + 0.1 * 5 + 6))
+
+
+def test_the_negative_term_is_the_mean_negative_part_before_the_clamp() -> None:
+    unclamped = torch.ones(1, 1, 3, 3, 3)
+    unclamped[0, 0, 0, 0, 0], unclamped[0, 0, 1, 1, 1] = -2.7, -5.4
+    deconvolved = torch.relu(unclamped)
+    identity = FFTConvolver(np.ones((1, 1, 1), np.float32), (3, 3, 3))
+    window = torch.rand(1, 1, 6, 3, 3)
+
+    terms = loss_terms(deconvolved, deconvolved, split_odd_even(window)[1], window, identity, unclamped)
+
+    assert float(terms["negative"]) == pytest.approx(8.1 / 27)
+    assert float(loss_terms(deconvolved, deconvolved, split_odd_even(window)[1], window, identity)["negative"]) == 0.0
+
+
+def test_swapped_pairs_make_the_target_the_slice_above_the_input() -> None:
+    window = torch.arange(6.0).reshape(1, 1, 6, 1, 1)
+
+    odd, even = split_odd_even(swap_pairs(window))
+
+    assert odd.flatten().tolist() == [1.0, 3.0, 5.0] and even.flatten().tolist() == [0.0, 2.0, 4.0]
+    with pytest.raises(ValueError, match="even number"):
+        swap_pairs(torch.zeros(1, 1, 5, 1, 1))
+
+
+def test_the_gap_term_of_a_swapped_window_is_zero_for_an_identity_network() -> None:
+    """Swapped, the denoiser's whole-window output must be swapped with the window: an identity network then
+    still has a zero gap term (it would not if only the window were swapped)."""
+    cfg = build_deconv_config({**TINY, "net": {"kind": "unet", "channels": 2, "levels": 1, "positive": False}})
+    network = ZSDeconvNet3D(cfg.net)
+    with torch.no_grad():
+        for stage in (network.denoiser, network.deconvolver):
+            stage.head.weight.zero_()
+            stage.head.bias.zero_()  # x + 0: the identity
+    loss = DeconvLoss(np.ones((1, 1, 1), np.float32), cfg.train)
+    window = torch.rand(1, 1, 8, 16, 16)
+
+    _, logs = loss(network, window, swap=True)
+
+    assert logs["gap_den"] == pytest.approx(0.0, abs=1e-7) and logs["gap_dec"] == pytest.approx(0.0, abs=1e-6)
+    assert logs["den"] == pytest.approx(float((window[:, :, 1::2] - window[:, :, 0::2]).abs().mean()))
+
+
+def test_a_clamped_deconvolver_all_below_zero_still_learns() -> None:
+    """With every output clamped to 0, only the negative term gives the deconvolver a gradient: it must push up."""
+    torch.manual_seed(0)
+    cfg = build_deconv_config({**TINY, "net": {"kind": "unet", "channels": 2, "levels": 1, "positive": True}})
+    network = ZSDeconvNet3D(cfg.net)
+    with torch.no_grad():
+        network.deconvolver.stage.head.bias.fill_(-5.0)
+    window = torch.rand(1, 1, 8, 16, 16)
+    loss = DeconvLoss(widefield_psf((5, 9, 9), 1.0, 0.2, **OPTICS), cfg.train)
+
+    total, logs = loss(network, window)
+    _, deconvolved = network(split_odd_even(window)[0])
+    total.backward()
+
+    assert float(deconvolved.max()) == 0.0  # the clamp: nothing passes
+    assert logs["negative"] > 4.0
+    assert float(network.deconvolver.stage.head.bias.grad) < 0  # gradient descent raises the bias
 
 
 # --- patches --------------------------------------------------------------------------------------------
@@ -254,6 +319,19 @@ def test_resume_refuses_another_psf_or_normalisation(trained: DeconvTrainer, tmp
     other_affine = DeconvTrainer(trained.config, data, trained.psf, tmp_path)
     with pytest.raises(InputError, match="normalisation"):
         other_affine.load_state(checkpoint)
+
+
+def test_alternate_swaps_the_roles_on_every_second_step_only(trained: DeconvTrainer, tmp_path: Path) -> None:
+    runs = {}
+    for alternate in (False, True):
+        trainer = DeconvTrainer(tiny_config(alternate=alternate), trained.data, trained.psf, tmp_path / str(alternate))
+        runs[alternate] = []
+        for step in range(2):
+            trainer.step = step
+            runs[alternate].append(trainer.train_step(trainer.sampler.batch(2, 0, step)))
+
+    assert runs[True][0] == runs[False][0]  # step 0: the same batch, the same roles
+    assert runs[True][1]["den"] != runs[False][1]["den"]  # step 1: the roles swapped
 
 
 def test_axial_zeros_padding_is_zeros_in_z_and_mirrored_in_xy() -> None:

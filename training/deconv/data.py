@@ -2,7 +2,8 @@
 
 A *window* is ``2 * pz`` consecutive slices of a volume (``pz`` the patch depth); its 1st, 3rd, ... slices
 are the input and its 2nd, 4th, ... the target (:func:`zaugnet.deconv.forward.split_odd_even`), so input and
-target see independent noise of the same structure, ``dz`` apart. Windows start at any slice (either parity).
+target see independent noise of the same structure, ``dz`` apart (with ``train.alternate`` the roles swap every
+second step, :func:`~.losses.swap_pairs`). Windows start at any slice (either parity).
 
 Volumes are normalised once by the fixed :class:`~zaugnet.deconv.predict.Affine` of all training voxels (stored
 with the model). Each volume's last ``val_fraction`` of slices (an even number, at least 6) is held out for

@@ -6,10 +6,12 @@ With ``odd, even`` the input and target slices of a window ``z`` (:func:`~zaugne
 (:func:`~zaugnet.deconv.forward.gap_amending_term`, the denoiser run on the whole window without gradient)::
 
     L_den = |f'(odd) - even| + gamma |g(f'(odd))|
-    L_dec = |PSF * f(odd) - even| + gamma |g(PSF * f(odd))| + lambda Hessian(f(odd))
+    L_dec = |PSF * f(odd) - even| + gamma |g(PSF * f(odd))| + lambda Hessian(f(odd)) [+ mean(relu(-u))]
     L     = mu L_den + (1 - mu) L_dec
 
-every ``|.|`` the mean absolute value. mu 0.5, lambda 0.1, gamma 1 in the paper.
+every ``|.|`` the mean absolute value. mu 0.5, lambda 0.1, gamma 1 in the paper. The bracketed term is ours, for a
+deconvolver clamped at 0 (``net.positive``, :class:`~.nets.Clamped`: ``f = relu(u)``): the mean negative part of
+``u`` before the clamp, which the clamp alone would leave without a gradient.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ from zaugnet.deconv.forward import (
 )
 
 from .config import DeconvTrainConfig
-from .nets import ZSDeconvNet3D
+from .nets import Clamped, ZSDeconvNet3D
 
-__all__ = ["DeconvLoss", "combine", "loss_terms"]
+__all__ = ["DeconvLoss", "combine", "loss_terms", "swap_pairs"]
 
 
 def loss_terms(denoised: Tensor, deconvolved: Tensor, even: Tensor, denoised_full: Tensor,
-               forward_model: Callable[[Tensor], Tensor]) -> dict[str, Tensor]:
-    """The five terms of the loss (module docstring), each a scalar tensor.
+               forward_model: Callable[[Tensor], Tensor], unclamped: Tensor | None = None) -> dict[str, Tensor]:
+    """The terms of the loss (module docstring), each a scalar tensor.
 
     Parameters
     ----------
@@ -48,12 +50,14 @@ def loss_terms(denoised: Tensor, deconvolved: Tensor, even: Tensor, denoised_ful
         The denoiser's output on the whole window, ``(B, 1, 2 Z, Y, X)`` (detached here).
     forward_model
         The PSF convolution of volumes of the outputs' size.
+    unclamped
+        A clamped deconvolver's output before the clamp (``deconvolved = relu(unclamped)``), or None.
 
     Returns
     -------
     dict
         ``den`` (L1 of the denoised), ``gap_den``, ``dec`` (L1 of the re-blurred deconvolved), ``gap_dec``,
-        ``hessian``.
+        ``hessian``, ``negative`` (the mean negative part of ``unclamped``, else of ``deconvolved``).
     """
     blurred = forward_model(deconvolved)
     return {
@@ -62,13 +66,16 @@ def loss_terms(denoised: Tensor, deconvolved: Tensor, even: Tensor, denoised_ful
         "dec": (blurred - even).abs().mean(),
         "gap_dec": gap_amending_term(blurred, even, denoised_full),
         "hessian": hessian_penalty(deconvolved),
+        "negative": torch.relu(-deconvolved if unclamped is None else -unclamped).mean(),
     }
 
 
-def combine(terms: dict[str, Tensor], cfg: DeconvTrainConfig) -> Tensor:
-    """``mu (den + gamma gap_den) + (1 - mu) (dec + gamma gap_dec + lambda hessian)``."""
-    return (cfg.mu * (terms["den"] + cfg.gamma * terms["gap_den"])
-            + (1 - cfg.mu) * (terms["dec"] + cfg.gamma * terms["gap_dec"] + cfg.lam * terms["hessian"]))
+def combine(terms: dict[str, Tensor], cfg: DeconvTrainConfig, clamped: bool = False) -> Tensor:
+    """``mu (den + gamma gap_den) + (1 - mu) (dec + gamma gap_dec + lambda hessian [+ negative])``, the bracket
+    for a clamped deconvolver only (``clamped``)."""
+    dec = terms["dec"] + cfg.gamma * terms["gap_dec"] + cfg.lam * terms["hessian"]
+    return cfg.mu * (terms["den"] + cfg.gamma * terms["gap_den"]) + (1 - cfg.mu) * (
+        dec + terms["negative"] if clamped else dec)
 
 
 class DeconvLoss:
@@ -104,17 +111,33 @@ class DeconvLoss:
                 self._models[key] = FFTConvolver(self.psf, shape, self.padding, device=device)
         return self._models[key]
 
-    def __call__(self, network: ZSDeconvNet3D, window: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def __call__(self, network: ZSDeconvNet3D, window: Tensor, swap: bool = False) -> tuple[Tensor, dict[str, float]]:
         """The total loss on a ``(B, 1, 2 Z, Y, X)`` batch of windows, and every term as a float (``loss`` the
-        total)."""
-        odd, even = split_odd_even(window)
-        denoised, deconvolved = network(odd)
+        total). With ``swap`` the roles change: the 2nd, 4th, ... slices are the input and the 1st, 3rd, ... the
+        target (``train.alternate``)."""
         with torch.no_grad():
             denoised_full = network.denoiser(window)
+        if swap:
+            window, denoised_full = swap_pairs(window), swap_pairs(denoised_full)
+        odd, even = split_odd_even(window)
+        clamped = isinstance(network.deconvolver, Clamped)
+        denoised = network.denoiser(odd)
+        unclamped = network.deconvolver.stage(denoised) if clamped else None
+        deconvolved = torch.relu(unclamped) if unclamped is not None else network.deconvolver(denoised)
         model = self.forward_model(tuple(odd.shape[2:]), window.device)  # type: ignore[arg-type]
-        terms = loss_terms(denoised, deconvolved, even, denoised_full, model)
-        total = combine(terms, self.cfg)
+        terms = loss_terms(denoised, deconvolved, even, denoised_full, model, unclamped)
+        total = combine(terms, self.cfg, clamped)
         return total, {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+
+
+def swap_pairs(window: Tensor) -> Tensor:
+    """``window`` (``(B, C, 2 Z, Y, X)``) with slices ``2k`` and ``2k + 1`` exchanged, so that
+    :func:`~zaugnet.deconv.forward.split_odd_even` returns its 2nd, 4th, ... slices as the input and its 1st,
+    3rd, ... as the target: the target one slice above the input instead of one below."""
+    b, c, z, y, x = window.shape
+    if z % 2:
+        raise ValueError(f"a window needs an even number of slices to swap pairs, got {z}")
+    return window.reshape(b, c, z // 2, 2, y, x).flip(3).reshape(b, c, z, y, x)
 
 
 class _AxialZeros:

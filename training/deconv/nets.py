@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from .config import DeconvNetConfig
 
-__all__ = ["RCAB", "ChannelAttention", "RCANStage", "ResidualGroup", "UNetStage", "ZSDeconvNet3D", "receptive_radius"]
+__all__ = ["RCAB", "ChannelAttention", "Clamped", "RCANStage", "ResidualGroup", "UNetStage", "ZSDeconvNet3D",
+           "receptive_radius"]
 
 #: Negative slope of every LeakyReLU (the reference's).
 SLOPE = 0.2
@@ -128,6 +129,24 @@ class UNetStage(nn.Module):
         return x + self.head(h)[..., :rows, :cols]
 
 
+class Clamped(nn.Module):
+    """A stage whose output is clamped at 0 (``net.positive``): ``relu(stage(x))``, in normalised units (0 is
+    the model affine's offset, the training stack's 0.1 percentile by default).
+
+    An intensity is never negative; without the clamp the deconvolution loss is free to fit the re-blurred
+    data with negative light (a haze around the specimen and ringing, measured in issue 18's note). The loss
+    (:class:`~.losses.DeconvLoss`) reads ``stage`` directly to penalise the negative part, so no voxel is left
+    without a gradient.
+    """
+
+    def __init__(self, stage: nn.Module) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.stage(x))
+
+
 class ZSDeconvNet3D(nn.Module):
     """The two stages; ``forward(x)`` returns ``(denoised, deconvolved)``, both of ``x``'s shape.
 
@@ -142,7 +161,7 @@ class ZSDeconvNet3D(nn.Module):
         self.cfg = cfg
         stage = UNetStage if cfg.kind == "unet" else RCANStage
         self.denoiser = stage(cfg)
-        self.deconvolver = stage(cfg)
+        self.deconvolver: nn.Module = Clamped(stage(cfg)) if cfg.positive else stage(cfg)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.ndim != 5 or x.shape[1] != 1:

@@ -118,7 +118,7 @@ class DeconvTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.train.lr_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        total, logs = self.loss(self.network, window)
+        total, logs = self.loss(self.network, window, swap=self.config.train.alternate and self.step % 2 == 1)
         total.backward()
         self.optimizer.step()
         return logs
