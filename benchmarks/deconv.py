@@ -19,6 +19,11 @@ channel 1 widefield is deconvolved, channel 0 confocal is the reference, scored 
   the model is trained first by ``zaugnet deconv train --config RECIPE`` (``benchmarks/recipes/deconv_small.yaml``)
   in a subprocess stopped after ``--max-minutes`` (60), the latest checkpoint kept.
 
+A diagnostic, not a score: the raw, best RL and network results moved along z by 0 to 2 slices (cubic spline;
+3 slices cropped at each end), PSNR against the unmoved reference. The rows above are scored unmoved, as the
+protocol says; this shows whether a result is displaced along z from the reference (issue 18's note: the network
+is, by about 1.5 slices, as zero-padded RL is; the best RL row is not).
+
 A second stack without reference (``deconwolf_dapi_001.tif``: DAPI, widefield NA 1.45 oil, 0.3 um z, 0.13 um
 xy, no metadata; emission 0.461 um and ns 1.515 guessed) gets the self-check with its own optics (no model) and
 with the model (trained on another microscope: its PSF and affine), and the views.
@@ -48,9 +53,11 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from scipy import ndimage
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from zaugnet.training.deconv.checkpoint import load_deconv_checkpoint
 
 from zaugnet.atomic import atomic_path, atomic_write_text
 from zaugnet.cli import main as cli
@@ -131,6 +138,32 @@ def train(data: Path, recipe: Path, run_dir: Path, minutes: float, threads: int,
         final = checkpoints[-1]
     how = f"stopped after {minutes:g} min, latest checkpoint" if stopped else "ran to the end"
     return final, f"trained {seconds / 60:.1f} min ({how}: `{final.relative_to(run_dir)}`)"
+
+
+#: z moves of the results in the offset diagnostic (slices; positive: result slice p scored against reference p + d).
+OFFSETS = (0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+def offset_table(results: dict[str, np.ndarray], reference: np.ndarray) -> list[str]:
+    """Markdown rows of the offset diagnostic (module docstring): PSNR of each result moved by each of
+    :data:`OFFSETS`."""
+    lines = ["| result | " + " | ".join(f"{d:+g}" for d in OFFSETS) + " |", "| --- |" + " --- |" * len(OFFSETS)]
+    for name, result in results.items():
+        cells = []
+        for d in OFFSETS:
+            moved = ndimage.shift(np.asarray(result, np.float64), (d, 0, 0), order=3, mode="nearest")
+            cells.append(f"{score_against_reference(moved[3:-3], reference[3:-3]).psnr:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def describe_model(path: Path) -> str:
+    """The checkpoint's preset, step and weight averaging, in words."""
+    config, state = load_deconv_checkpoint(path)
+    average = state.get("snapshots")
+    how = (f"the mean of {average} weight snapshots from step {config.train.average_from}" if average else
+           "its last weights")
+    return f"preset {config.preset}, step {state['step']}, {how}"
 
 
 def score_row(method: str, score: Score, seconds: float | None, note: str = "") -> dict[str, object]:
@@ -249,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                          "ZS-DeconvNet": deconvolved, "confocal (reference)": confocal}, voxel,
                         args.output / "deconv.png", f"{args.data.name}: XY and XZ views")
 
+    offsets = offset_table({"raw widefield": widefield, str(best_rl["method"]): results[best_rl["method"]],
+                            "ZS-DeconvNet deconvolved": deconvolved}, confocal)
+    print("\n".join(offsets), flush=True)
     second_lines: list[str] = []
     if str(args.second) not in ("", "."):
         second_lines = run_second(args, threads)
@@ -265,13 +301,20 @@ def main(argv: list[str] | None = None) -> int:
          f"{args.device}; the PSF took {psf_seconds:.1f} s). See the script's docstring for the set-up: "
          f"`{args.data.name}`, channel 1 widefield scored against channel 0 confocal by `zaugnet.deconv.score`; "
          f"RL PSF `widefield_psf` NA 1.2, emission 0.461 um, ni 1.333, ns 1.36, {2 * n - 1} x 65 x 65. Model: "
-         f"`{args.model}`" + (f", {trained} with `{args.recipe.relative_to(ROOT)}`" if trained else "") + "."),
+         f"`{args.model}` ({describe_model(args.model)})" +
+         (f", {trained} with `{args.recipe.relative_to(ROOT)}`" if trained else "") + "."),
         "",
         *header, *(markdown_row(r) for r in rows),
         "",
         f"Self-check of `deconv predict --method auto` (lower is better): `{check_line}`",
         "",
         f"Views: [{figure.name}]({figure.name}).",
+        "",
+        ("Displacement along z (a diagnostic, not a score): PSNR of each result moved along z by d slices (cubic "
+         "spline, 3 slices cropped at each end; +d: result slice p scored against reference slice p + d) against the "
+         "unmoved reference:"),
+        "",
+        *offsets,
         "",
         *second_lines,
         ("The note's probe (its own scalar Gibson-Lanni PSF, scikit-image's Richardson-Lucy on the stack mirrored "

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from zaugnet.training.deconv.checkpoint import load_deconv_network
+from zaugnet.training.deconv.checkpoint import (
+    load_deconv_checkpoint,
+    load_deconv_network,
+)
 from zaugnet.training.deconv.config import (
     DeconvDataConfig,
     DeconvTrainConfig,
@@ -332,6 +335,26 @@ def test_alternate_swaps_the_roles_on_every_second_step_only(trained: DeconvTrai
 
     assert runs[True][0] == runs[False][0]  # step 0: the same batch, the same roles
     assert runs[True][1]["den"] != runs[False][1]["den"]  # step 1: the roles swapped
+
+
+def test_average_from_predicts_with_the_mean_of_the_snapshots_and_resumes_it(
+        trained: DeconvTrainer, tmp_path: Path) -> None:
+    config = tiny_config(average_from=10, checkpoint_every=5)
+    run = DeconvTrainer(config, trained.data, trained.psf, tmp_path / "run")
+    run.fit(progress=False)
+    snapshots = [load_deconv_checkpoint(tmp_path / "run" / "checkpoints" / f"step_000000{s}.pt")[1]["network"]
+                 for s in (10, 15)] + [run.network.state_dict()]
+
+    model = load_deconv_network(tmp_path / "run" / "final.pt")
+
+    for name, value in model.network.state_dict().items():
+        torch.testing.assert_close(value, sum(s[name] for s in snapshots) / 3, rtol=0, atol=1e-6)
+    assert not torch.equal(next(iter(model.network.state_dict().values())), next(iter(snapshots[-1].values())))
+    resumed = DeconvTrainer(config, trained.data, trained.psf, tmp_path / "resumed")
+    resumed.fit(resume=tmp_path / "run" / "checkpoints" / "step_00000015.pt", progress=False)
+    again = load_deconv_network(tmp_path / "resumed" / "final.pt")
+    for a, b in zip(again.network.state_dict().values(), model.network.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_axial_zeros_padding_is_zeros_in_z_and_mirrored_in_xy() -> None:

@@ -2,7 +2,8 @@
 :data:`~.config.FAMILY`, read without running anything from the file.
 
 A checkpoint holds plain tensors and data only: the validated config, the network's and the optimiser's
-state, the step, the history, the fixed intensity affine, the stack's voxel size and the loss's PSF. It is
+state (and, with ``train.average_from``, the mean of the weight snapshots: the weights a model predicts with),
+the step, the history, the fixed intensity affine, the stack's voxel size and the loss's PSF. It is
 read with ``torch.load(weights_only=True)`` (records stored uncompressed), its config validated (bounded
 widths) and the weights checked against a meta-device build before the network is allocated.
 """
@@ -72,9 +73,11 @@ class DeconvModel:
 
 
 def load_deconv_network(path: str | Path, device: str | torch.device = "cpu") -> DeconvModel:
-    """The model of a checkpoint, on ``device`` in eval mode (safe loading: module docstring)."""
+    """The model of a checkpoint (its averaged weights where it has them), on ``device`` in eval mode (safe
+    loading: module docstring)."""
     config, state = load_deconv_checkpoint(path)
-    network = build_matching(lambda: ZSDeconvNet3D(config.net), state.get("network"), path, "its config")
+    weights = state.get("average", state.get("network"))
+    network = build_matching(lambda: ZSDeconvNet3D(config.net), weights, path, "its config")
     affine = Affine.from_dict(state.get("affine"), str(path))
     voxel = state.get("voxel_size")
     if not (isinstance(voxel, (list, tuple)) and len(voxel) == 2 and all(isinstance(v, float) for v in voxel)):

@@ -154,6 +154,8 @@ class DeconvTrainConfig(_Strict):
     alternate: bool = Field(False, description="every second step the even slices are the input and the odd "
                                                "the target (else the target always lies one slice below the "
                                                "input and the network learns that shift)")
+    average_from: int | None = Field(None, ge=1, description="the model predicts with the mean of the weights at "
+                                     "every multiple of checkpoint_every from this step on (None: the last weights)")
     seed: int = 0
     checkpoint_every: int = Field(1000, ge=1)
     val_every: int = Field(100, ge=1)
@@ -187,7 +189,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "net": {"kind": "unet", "channels": 16, "levels": 3, "positive": True},
         "data": {"patch": [13, 64, 64]},
         "train": {"batch_size": 2, "max_steps": 2000, "lr": 5e-4, "lr_halve_every": 1000, "checkpoint_every": 200,
-                  "alternate": True},
+                  "alternate": True, "average_from": 1000},
     },
 }
 

@@ -3,7 +3,8 @@
 The run folder has ZAugNet's layout (:mod:`zaugnet.training.runs`): ``config.yaml``, ``checkpoints/step_*.pt``,
 ``final.pt``, ``metrics.csv``. One process, one device; batch ``step`` is drawn from ``(seed, step)`` and the
 learning rate is a function of the step (:meth:`~.config.DeconvTrainConfig.lr_at`), so a resumed run continues
-exactly as an uninterrupted one.
+exactly as an uninterrupted one. With ``train.average_from`` every checkpoint also holds the mean of the weights
+at each multiple of ``checkpoint_every`` from that step on (``average``), which the model predicts with.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class DeconvTrainer:
         self.loss = DeconvLoss(self.psf, config.train, config.psf.padding)
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.average: dict[str, torch.Tensor] | None = None  # mean of the weight snapshots (train.average_from)
+        self.snapshots = 0
         self.pending: dict[str, list[float]] = {}  # per-step logs since the last history row: name -> [sum, count]
 
     # ------------------------------------------------------------------ state
@@ -72,6 +75,7 @@ class DeconvTrainer:
             "config": self.config.to_dict(),
             "step": self.step,
             "network": self.network.state_dict(),
+            **({"average": self.average, "snapshots": self.snapshots} if self.average is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
             "pending": self.pending,
@@ -103,6 +107,8 @@ class DeconvTrainer:
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
         self.pending = dict(state.get("pending", {}))
+        if "average" in state and self.config.train.average_from is not None:
+            self.average, self.snapshots = dict(state["average"]), int(state.get("snapshots", 1))
 
     def latest_checkpoint(self) -> Path | None:
         """The newest checkpoint in the run folder (by step), if any."""
@@ -122,6 +128,17 @@ class DeconvTrainer:
         total.backward()
         self.optimizer.step()
         return logs
+
+    @torch.no_grad()
+    def fold_snapshot(self) -> None:
+        """Add the current weights to the running mean of the snapshots (``train.average_from``)."""
+        self.snapshots += 1
+        weights = {k: v.detach().float() for k, v in self.network.state_dict().items()}
+        if self.average is None:
+            self.average = {k: v.clone() for k, v in weights.items()}
+        else:
+            for key, value in weights.items():
+                self.average[key] += (value - self.average[key]) / self.snapshots
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -167,6 +184,9 @@ class DeconvTrainer:
                 self.history.append(row)
                 self.pending = {}
                 write_csv(self.history, self.run_dir / METRICS, columns(self.history))
+            averaging = tc.average_from is not None and self.step >= tc.average_from
+            if averaging and self.step % tc.checkpoint_every == 0:
+                self.fold_snapshot()
             if self.step % tc.checkpoint_every == 0 and not last:
                 save_checkpoint(checkpoint_path(self.run_dir, self.step), self.state())
         bar.close()
