@@ -33,7 +33,8 @@ Times are wall-clock seconds on this machine (``--threads`` torch threads). Writ
 supersedes ``deconv_rl.py`` (``--schemes zeros probe reflect`` gives that table's rows).
 
     OMP_NUM_THREADS=1 python benchmarks/deconv.py [--model RUN/final.pt] [--recipe YAML] [--run-dir DIR]
-        [--max-minutes 60] [--iterations 5 10 20 40] [--schemes zeros probe] [--device cpu] [-o benchmarks/results]
+        [--max-minutes 60] [--iterations 5 10 20 40] [--schemes zeros probe] [--depth 0] [--device cpu]
+        [-o benchmarks/results]
 """
 
 from __future__ import annotations
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=60.0, help="training time cap (default 60)")
     parser.add_argument("--iterations", type=int, nargs="+", default=[5, 10, 20, 40])
     parser.add_argument("--schemes", nargs="+", choices=SCHEMES, default=["zeros", "probe"])
+    parser.add_argument("--depth", type=float, default=0.0, help="depth (um) below the coverslip of the RL rows' "
+                        "PSF (default 0; the network and auto use the model's own PSF)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--device", default="cpu", help="training and the network: cpu (default), cuda, auto")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "benchmarks" / "results")
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     voxel = (float(stack.voxel_size.z), float(stack.voxel_size.x))
     n = widefield.shape[0]
     start = time.perf_counter()
-    psf = widefield_psf((2 * n - 1, 65, 65), voxel[0], voxel[1], **OPTICS)
+    psf = widefield_psf((2 * n - 1, 65, 65), voxel[0], voxel[1], **OPTICS, depth=args.depth)
     psf_seconds = time.perf_counter() - start
     observed = subtract_background(widefield).astype(np.float32)
 
@@ -293,14 +296,17 @@ def main(argv: list[str] | None = None) -> int:
     note = ["| method | PSNR (dB) | SSIM | r | z-profile r | time, 2 cores |", "| --- | --- | --- | --- | --- | --- |"]
     note += [f"| {m} | {p:.2f} | {s:.3f} | {r:.3f} | {z:.3f} | {t} |" for m, (p, s, r, z, t) in NOTE.items()]
     env = os.environ.get("OMP_NUM_THREADS", "unset")
-    command = f"OMP_NUM_THREADS={env} python benchmarks/deconv.py" + ("" if trained else f" --model {args.model}")
+    command = f"OMP_NUM_THREADS={env} python benchmarks/deconv.py" + ("" if trained else f" --model {args.model}") + \
+        (f" --depth {args.depth:g}" if args.depth else "") + \
+        ("" if args.output.resolve() == (ROOT / "benchmarks" / "results").resolve() else f" -o {args.output}")
     text = "\n".join([
         "# ZS-DeconvNet against Richardson-Lucy on a real widefield / confocal pair",
         "",
         (f"`{command}` ({platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s), device "
          f"{args.device}; the PSF took {psf_seconds:.1f} s). See the script's docstring for the set-up: "
          f"`{args.data.name}`, channel 1 widefield scored against channel 0 confocal by `zaugnet.deconv.score`; "
-         f"RL PSF `widefield_psf` NA 1.2, emission 0.461 um, ni 1.333, ns 1.36, {2 * n - 1} x 65 x 65. Model: "
+         f"RL PSF `widefield_psf` NA 1.2, emission 0.461 um, ni 1.333, ns 1.36, depth {args.depth:g} um, "
+         f"{2 * n - 1} x 65 x 65. Model: "
          f"`{args.model}` ({describe_model(args.model)})" +
          (f", {trained} with `{args.recipe.relative_to(ROOT)}`" if trained else "") + "."),
         "",
