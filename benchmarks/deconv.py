@@ -141,17 +141,17 @@ def train(data: Path, recipe: Path, run_dir: Path, minutes: float, threads: int,
     return final, f"trained {seconds / 60:.1f} min ({how}: `{final.relative_to(run_dir)}`)"
 
 
-#: z moves of the results in the offset diagnostic (slices; positive: result slice p scored against reference p + d).
-OFFSETS = (0.0, 0.5, 1.0, 1.5, 2.0)
+#: z moves of the results in the displacement diagnostic (slices; +d: result slice p scored against reference p + d).
+MOVES = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
-def offset_table(results: dict[str, np.ndarray], reference: np.ndarray) -> list[str]:
-    """Markdown rows of the offset diagnostic (module docstring): PSNR of each result moved by each of
-    :data:`OFFSETS`."""
-    lines = ["| result | " + " | ".join(f"{d:+g}" for d in OFFSETS) + " |", "| --- |" + " --- |" * len(OFFSETS)]
+def displacement_table(results: dict[str, np.ndarray], reference: np.ndarray) -> list[str]:
+    """Markdown rows of the displacement diagnostic (module docstring): PSNR of each result moved along z by each
+    of :data:`MOVES`."""
+    lines = ["| result | " + " | ".join(f"{d:+g}" for d in MOVES) + " |", "| --- |" + " --- |" * len(MOVES)]
     for name, result in results.items():
         cells = []
-        for d in OFFSETS:
+        for d in MOVES:
             moved = ndimage.shift(np.asarray(result, np.float64), (d, 0, 0), order=3, mode="nearest")
             cells.append(f"{score_against_reference(moved[3:-3], reference[3:-3]).psnr:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -161,8 +161,8 @@ def offset_table(results: dict[str, np.ndarray], reference: np.ndarray) -> list[
 def describe_model(path: Path) -> str:
     """The checkpoint's preset, step and weight averaging, in words."""
     config, state = load_deconv_checkpoint(path)
-    average = state.get("snapshots")
-    how = (f"the mean of {average} weight snapshots from step {config.train.average_from}" if average else
+    snapshots = config.train.snapshots_at(state["step"]) if "average" in state else 0
+    how = (f"the mean of {snapshots} weight snapshots from step {config.train.average_from}" if snapshots else
            "its last weights")
     return f"preset {config.preset}, step {state['step']}, {how}"
 
@@ -285,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                          "ZS-DeconvNet": deconvolved, "confocal (reference)": confocal}, voxel,
                         args.output / "deconv.png", f"{args.data.name}: XY and XZ views")
 
-    offsets = offset_table({"raw widefield": widefield, str(best_rl["method"]): results[best_rl["method"]],
-                            "ZS-DeconvNet deconvolved": deconvolved}, confocal)
-    print("\n".join(offsets), flush=True)
+    displacements = displacement_table({"raw widefield": widefield, str(best_rl["method"]): results[best_rl["method"]],
+                                        "ZS-DeconvNet deconvolved": deconvolved}, confocal)
+    print("\n".join(displacements), flush=True)
     second_lines: list[str] = []
     if str(args.second) not in ("", "."):
         second_lines = run_second(args, threads)
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
          "spline, 3 slices cropped at each end; +d: result slice p scored against reference slice p + d) against the "
          "unmoved reference:"),
         "",
-        *offsets,
+        *displacements,
         "",
         *second_lines,
         ("The note's probe (its own scalar Gibson-Lanni PSF, scikit-image's Richardson-Lucy on the stack mirrored "

@@ -337,6 +337,13 @@ def test_alternate_swaps_the_roles_on_every_second_step_only(trained: DeconvTrai
     assert runs[True][1]["den"] != runs[False][1]["den"]  # step 1: the roles swapped
 
 
+def test_snapshots_are_the_checkpoint_steps_from_average_from_on() -> None:
+    recipe = DeconvTrainConfig(average_from=500, checkpoint_every=100)
+    assert [recipe.snapshots_at(s) for s in (499, 500, 599, 1000)] == [0, 1, 1, 6]
+    assert DeconvTrainConfig(average_from=150, checkpoint_every=100).snapshots_at(200) == 1  # 200 is the first
+    assert DeconvTrainConfig().snapshots_at(10_000) == 0
+
+
 def test_average_from_predicts_with_the_mean_of_the_snapshots_and_resumes_it(
         trained: DeconvTrainer, tmp_path: Path) -> None:
     config = tiny_config(average_from=10, checkpoint_every=5)

@@ -161,6 +161,14 @@ class DeconvTrainConfig(_Strict):
     val_every: int = Field(100, ge=1)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N")
 
+    def snapshots_at(self, step: int) -> int:
+        """How many weight snapshots the mean holds after ``step`` steps: the multiples of ``checkpoint_every``
+        from ``average_from`` to ``step`` (0 without averaging)."""
+        if self.average_from is None:
+            return 0
+        first = -(-self.average_from // self.checkpoint_every)
+        return max(0, step // self.checkpoint_every - first + 1)
+
     def lr_at(self, step: int) -> float:
         """The learning rate of step ``step`` (0-based): ``lr / 2 ** (step // lr_halve_every)``."""
         return self.lr * 0.5 ** (step // self.lr_halve_every)

@@ -63,7 +63,6 @@ class DeconvTrainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.average: dict[str, torch.Tensor] | None = None  # mean of the weight snapshots (train.average_from)
-        self.snapshots = 0
         self.pending: dict[str, list[float]] = {}  # per-step logs since the last history row: name -> [sum, count]
 
     # ------------------------------------------------------------------ state
@@ -75,7 +74,7 @@ class DeconvTrainer:
             "config": self.config.to_dict(),
             "step": self.step,
             "network": self.network.state_dict(),
-            **({"average": self.average, "snapshots": self.snapshots} if self.average is not None else {}),
+            **({"average": self.average} if self.average is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
             "pending": self.pending,
@@ -108,7 +107,7 @@ class DeconvTrainer:
         self.history = list(state.get("history", []))
         self.pending = dict(state.get("pending", {}))
         if "average" in state and self.config.train.average_from is not None:
-            self.average, self.snapshots = dict(state["average"]), int(state.get("snapshots", 1))
+            self.average = dict(state["average"])
 
     def latest_checkpoint(self) -> Path | None:
         """The newest checkpoint in the run folder (by step), if any."""
@@ -132,13 +131,13 @@ class DeconvTrainer:
     @torch.no_grad()
     def fold_snapshot(self) -> None:
         """Add the current weights to the running mean of the snapshots (``train.average_from``)."""
-        self.snapshots += 1
-        weights = {k: v.detach().float() for k, v in self.network.state_dict().items()}
+        weights = self.network.state_dict()
         if self.average is None:
-            self.average = {k: v.clone() for k, v in weights.items()}
-        else:
-            for key, value in weights.items():
-                self.average[key] += (value - self.average[key]) / self.snapshots
+            self.average = {k: v.float().clone() for k, v in weights.items()}
+            return
+        n = self.config.train.snapshots_at(self.step)
+        for key, value in weights.items():
+            self.average[key] += (value.float() - self.average[key]) / n
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -184,8 +183,7 @@ class DeconvTrainer:
                 self.history.append(row)
                 self.pending = {}
                 write_csv(self.history, self.run_dir / METRICS, columns(self.history))
-            averaging = tc.average_from is not None and self.step >= tc.average_from
-            if averaging and self.step % tc.checkpoint_every == 0:
+            if tc.average_from is not None and self.step >= tc.average_from and self.step % tc.checkpoint_every == 0:
                 self.fold_snapshot()
             if self.step % tc.checkpoint_every == 0 and not last:
                 save_checkpoint(checkpoint_path(self.run_dir, self.step), self.state())
